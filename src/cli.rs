@@ -1,0 +1,189 @@
+//! Command-line interface: `wspush serve` and the control-socket client
+//! subcommands. Every `serve` flag can also come from the environment
+//! (`WSPUSH_LISTEN`, `WSPUSH_IDLE_TIMEOUT`, ...); DESIGN.md §2 is the contract
+//! for names and defaults, and this file is the one place they are written.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default control socket path, shared by `serve` and the client subcommands.
+pub const DEFAULT_CONTROL: &str = "./wspush.sock";
+
+/// wspush: a tiny single-threaded WebSocket push server.
+///
+/// Local producers write push jobs into a Unix control socket; wspush fans
+/// them out over WebSocket to every connection of the users they are meant
+/// for. Clients connect to `ws://HOST:PORT/push/{token}`.
+#[derive(Debug, Parser)]
+#[command(name = "wspush", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the push server (WebSocket + HTTP port, control socket).
+    Serve(Box<ServeArgs>),
+    /// Push a message to users, or to every online client when no --user is given.
+    Send(SendArgs),
+    /// List connected clients.
+    Clients(ClientsArgs),
+    /// Print server counters (connections, users, messages, bytes, evictions).
+    Stats(ControlArg),
+    /// Grant or revoke client tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Close the connections of a user, or one connection, with close code 1008.
+    Kick(KickArgs),
+}
+
+/// The control socket a client subcommand talks to.
+#[derive(Debug, Args)]
+pub struct ControlArg {
+    /// Control socket of the running server.
+    #[arg(long, env = "WSPUSH_CONTROL", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+}
+
+/// `wspush send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient user; repeat for several. None: every online client.
+    #[arg(long = "user", short = 'u')]
+    pub users: Vec<String>,
+    /// Optional title field of the envelope.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Optional numeric type field of the envelope.
+    #[arg(long = "type")]
+    pub kind: Option<i64>,
+    /// The content: parsed as JSON when it is valid JSON, else sent as a string.
+    pub content: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush clients`.
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// Only this user's connections.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Allow TOKEN to connect as USER (`/push/TOKEN`).
+    Grant {
+        /// The secret a client puts in its URL.
+        token: String,
+        /// The user it authenticates as.
+        user: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        control: ControlArg,
+    },
+    /// Forget TOKEN and close its live connections with 1008.
+    Revoke {
+        /// The token to revoke.
+        token: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        control: ControlArg,
+    },
+}
+
+/// `wspush kick`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["user", "connection"])))]
+pub struct KickArgs {
+    /// Close every connection of this user.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Close this one connection (the `id` shown by `wspush clients`).
+    #[arg(long)]
+    pub connection: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush serve`: every knob of the server. Defaults suit a small embedded host.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// WebSocket + HTTP listen address (loopback by default; put a TLS proxy in front for the world).
+    #[arg(long, env = "WSPUSH_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Clients connect to PATH/{token}.
+    #[arg(long, env = "WSPUSH_WS_PATH", default_value = "/push")]
+    pub ws_path: String,
+    /// Control socket path (Unix stream socket, newline-delimited JSON).
+    #[arg(long, env = "WSPUSH_CONTROL", default_value = DEFAULT_CONTROL)]
+    pub control: PathBuf,
+    /// File mode of the control socket, in octal.
+    #[arg(long, env = "WSPUSH_CONTROL_MODE", default_value = "600", value_parser = parse_octal)]
+    pub control_mode: u32,
+    /// JSON object {"token": "user", ...}; re-read on SIGHUP.
+    #[arg(long, env = "WSPUSH_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Close connections that sent nothing for this many seconds (code 4001).
+    #[arg(long, env = "WSPUSH_IDLE_TIMEOUT", default_value_t = 605)]
+    pub idle_timeout: u64,
+    /// Send a ping every this many seconds (keeps proxies and NATs open); 0 = off.
+    #[arg(long, env = "WSPUSH_PING_INTERVAL", default_value_t = 30)]
+    pub ping_interval: u64,
+    /// Seconds a client has to complete the HTTP upgrade (then 408).
+    #[arg(long, env = "WSPUSH_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Most WebSocket connections; beyond it upgrades get HTTP 503. Default: open-file limit minus a reserve.
+    #[arg(long, env = "WSPUSH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections per user; beyond it the oldest is closed (1008). 0 = no limit.
+    #[arg(long, env = "WSPUSH_MAX_CONNS_PER_USER", default_value_t = 0)]
+    pub max_conns_per_user: usize,
+    /// Largest client message in bytes (bigger: close 1009).
+    #[arg(long, env = "WSPUSH_MAX_MESSAGE_SIZE", default_value_t = 65536)]
+    pub max_message_size: usize,
+    /// Unsent bytes a connection may queue before it is closed as a slow consumer (4000).
+    #[arg(long, env = "WSPUSH_MAX_OUTBOUND", default_value_t = 1 << 20)]
+    pub max_outbound: usize,
+    /// Allowed browser Origin (exact scheme://host[:port]); repeatable. None: any.
+    #[arg(
+        long = "allowed-origin",
+        env = "WSPUSH_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Testing only (Autobahn): echo client messages back; allows 16 MiB messages.
+    #[arg(long, env = "WSPUSH_ECHO")]
+    pub echo: bool,
+}
+
+impl ServeArgs {
+    /// The arguments with every default, for tests and benches.
+    pub fn defaults() -> ServeArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Only::parse_from(["wspush"]).serve
+    }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 600"))
+}

@@ -1,0 +1,347 @@
+//! One WebSocket/HTTP connection: its state and the inbound half of the
+//! protocol (frames → messages).
+//!
+//! Memory is the point of this file. A [`Conn`] is a fixed-size slab entry
+//! (about 170 bytes) and owns no heap buffer while idle: reads go through the
+//! server's loop-wide scratch buffer, and an [`Input`] box exists only while
+//! a frame or a fragmented message is partly received (or while a handshake
+//! arrives in pieces). Outbound bytes live in the server's per-turn queue and,
+//! only when the socket pushes back, in a [`Backlog`] box.
+
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::frame::{self, OpCode};
+use crate::outbox::{Backlog, Chain};
+use crate::tokens::TokenTag;
+use crate::wheel::TimerId;
+
+/// "No entry" in the user lists threaded through connections.
+pub const NONE: u32 = u32::MAX;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a complete HTTP request head (deadline: `--handshake-timeout`).
+    Handshake,
+    /// Upgraded: receives pushes.
+    Open,
+    /// We sent a close frame and wait for the peer's (deadline: close timeout).
+    Closing,
+    /// Last bytes (an HTTP answer or the reply to the peer's close) are
+    /// queued; the socket is dropped once they are written.
+    Finishing,
+}
+
+/// One connection in the server's slab. The slab key is its mio token.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket, registered once for READABLE | WRITABLE (edge-triggered).
+    pub stream: TcpStream,
+    /// Peer address (after `--trusted-proxy` rewriting, when configured).
+    pub peer: SocketAddr,
+    /// Unique number of this connection since the server started; `clients`
+    /// shows it as `id`, and its low 32 bits are the generation that timer
+    /// entries carry so a reused slab slot is never mistaken for this one.
+    pub serial: u64,
+    /// Life-cycle state.
+    pub phase: Phase,
+    /// Pushes on (`subscribe`) or off (`unsubscribe`).
+    pub subscribed: bool,
+    /// Index of the user in the server's user table, or [`NONE`] before the
+    /// upgrade and after the connection left its user's list.
+    pub user: u32,
+    /// Neighbours in the user's list of connections, oldest first.
+    pub user_prev: u32,
+    /// See `user_prev`.
+    pub user_next: u32,
+    /// Which token authenticated it (so `revoke` finds it).
+    pub token: TokenTag,
+    /// Virtual ms (since server start) of the upgrade; accept time before it.
+    pub connected_ms: u64,
+    /// Virtual ms of the last byte received: idle eviction reads this lazily
+    /// when the connection's timer fires, so a read costs no timer update.
+    pub last_read_ms: u64,
+    /// Virtual ms at which the next server ping is due (0 = pings off).
+    pub next_ping_ms: u64,
+    /// The connection's single timer entry (handshake, idle/ping, or close deadline).
+    pub timer: Option<TimerId>,
+    /// Frames queued for it in the current loop turn.
+    pub chain: Chain,
+    /// Bytes the socket refused; present only while backed up.
+    pub backlog: Option<Box<Backlog>>,
+    /// Partial inbound data; present only while something is incomplete.
+    pub input: Option<Box<Input>>,
+    /// `?device=` or the User-Agent, for `clients`.
+    pub device: Option<Box<str>>,
+}
+
+impl Conn {
+    /// A freshly accepted connection, waiting for its request head.
+    pub fn new(stream: TcpStream, peer: SocketAddr, serial: u64, now_ms: u64) -> Self {
+        Conn {
+            stream,
+            peer,
+            serial,
+            phase: Phase::Handshake,
+            subscribed: true,
+            user: NONE,
+            user_prev: NONE,
+            user_next: NONE,
+            token: 0,
+            connected_ms: now_ms,
+            last_read_ms: now_ms,
+            next_ping_ms: 0,
+            timer: None,
+            chain: Chain::default(),
+            backlog: None,
+            input: None,
+            device: None,
+        }
+    }
+
+    /// The generation timer entries carry.
+    pub fn generation(&self) -> u32 {
+        self.serial as u32
+    }
+
+    /// Unsent bytes held in the backlog.
+    pub fn unsent(&self) -> usize {
+        self.backlog.as_ref().map_or(0, |b| b.bytes())
+    }
+
+    /// Whether pushes should reach this connection now.
+    pub fn wants_pushes(&self) -> bool {
+        self.phase == Phase::Open && self.subscribed
+    }
+}
+
+/// Inbound bytes that could not be used yet.
+#[derive(Debug, Default)]
+pub struct Input {
+    /// The start of an incomplete frame (or, before the upgrade, of the
+    /// request head).
+    pub buf: Vec<u8>,
+    /// A fragmented message being assembled: its opcode and data so far.
+    message: Option<(OpCode, Vec<u8>)>,
+}
+
+impl Input {
+    /// An input holding the start of a request head.
+    pub fn holding(buf: Vec<u8>) -> Self {
+        Input { buf, message: None }
+    }
+}
+
+/// A complete inbound unit, handed to the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A whole text message (UTF-8 checked).
+    Text(&'a str),
+    /// A whole binary message.
+    Binary(&'a [u8]),
+    /// A ping with its payload (answer with a pong).
+    Ping(&'a [u8]),
+    /// A pong (only resets the idle clock).
+    Pong,
+    /// The peer's close frame, with its code and reason if it sent one.
+    Close(Option<(u16, &'a str)>),
+}
+
+/// What to do with a connection after handling input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep going.
+    Continue,
+    /// Send a close frame with this code and reason, then wait for the peer's.
+    Close(u16, &'static str),
+    /// Stop reading: the connection is finishing or gone.
+    Stop,
+}
+
+/// Feed newly received bytes into the frame decoder. Every complete frame is
+/// decoded (unmasked in place), control frames and whole messages are handed
+/// to `on`, and an incomplete tail is kept in `input`. Frames after one that
+/// ends the connection are ignored.
+pub fn feed(
+    input: &mut Option<Box<Input>>,
+    data: &mut [u8],
+    max_message: usize,
+    mut on: impl FnMut(Event<'_>) -> Verdict,
+) -> Verdict {
+    let mut state = input.take().unwrap_or_default();
+    let verdict = if state.buf.is_empty() {
+        let (verdict, used) = decode_all(data, &mut state.message, max_message, &mut on);
+        if verdict == Verdict::Continue {
+            state.buf.extend_from_slice(&data[used..]);
+        }
+        verdict
+    } else {
+        let mut buf = std::mem::take(&mut state.buf);
+        buf.extend_from_slice(data);
+        let (verdict, used) = decode_all(&mut buf, &mut state.message, max_message, &mut on);
+        buf.drain(..used);
+        state.buf = buf;
+        verdict
+    };
+    if verdict == Verdict::Continue && (!state.buf.is_empty() || state.message.is_some()) {
+        if state.buf.is_empty() {
+            // Don't hold a large freed buffer between fragments.
+            state.buf = Vec::new();
+        }
+        *input = Some(state);
+    }
+    verdict
+}
+
+/// Decode and dispatch every complete frame in `bytes`; returns the verdict
+/// and how many bytes were consumed.
+fn decode_all(
+    bytes: &mut [u8],
+    message: &mut Option<(OpCode, Vec<u8>)>,
+    max_message: usize,
+    on: &mut impl FnMut(Event<'_>) -> Verdict,
+) -> (Verdict, usize) {
+    let mut pos = 0;
+    loop {
+        let (frame, used) = match frame::decode(&mut bytes[pos..], max_message) {
+            Ok(Some(found)) => found,
+            Ok(None) => return (Verdict::Continue, pos),
+            Err(e) => return (Verdict::Close(e.close_code(), "protocol error"), pos),
+        };
+        let payload = &bytes[pos + frame.payload.start..pos + frame.payload.end];
+        pos += used;
+        let verdict = on_frame(frame.fin, frame.opcode, payload, message, max_message, on);
+        if verdict != Verdict::Continue {
+            return (verdict, pos);
+        }
+    }
+}
+
+fn on_frame(
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    message: &mut Option<(OpCode, Vec<u8>)>,
+    max_message: usize,
+    on: &mut impl FnMut(Event<'_>) -> Verdict,
+) -> Verdict {
+    match opcode {
+        OpCode::Ping => on(Event::Ping(payload)),
+        OpCode::Pong => on(Event::Pong),
+        OpCode::Close => match frame::parse_close(payload) {
+            Ok(close) => on(Event::Close(close)),
+            Err(code) => Verdict::Close(code, "bad close frame"),
+        },
+        OpCode::Text | OpCode::Binary if message.is_some() => {
+            Verdict::Close(1002, "new message inside a fragmented one")
+        }
+        OpCode::Text | OpCode::Binary if fin => deliver(opcode, payload, on),
+        OpCode::Text | OpCode::Binary => {
+            *message = Some((opcode, payload.to_vec()));
+            Verdict::Continue
+        }
+        OpCode::Continuation => {
+            let Some((_, data)) = message else {
+                return Verdict::Close(1002, "continuation without a message");
+            };
+            if data.len() + payload.len() > max_message {
+                return Verdict::Close(1009, "message too big");
+            }
+            data.extend_from_slice(payload);
+            if !fin {
+                return Verdict::Continue;
+            }
+            let (kind, data) = message.take().expect("checked above");
+            deliver(kind, &data, on)
+        }
+    }
+}
+
+fn deliver(kind: OpCode, data: &[u8], on: &mut impl FnMut(Event<'_>) -> Verdict) -> Verdict {
+    if kind == OpCode::Binary {
+        return on(Event::Binary(data));
+    }
+    match std::str::from_utf8(data) {
+        Ok(text) => on(Event::Text(text)),
+        Err(_) => Verdict::Close(1007, "invalid UTF-8"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_masked;
+
+    const KEY: [u8; 4] = [1, 2, 3, 4];
+
+    fn collect(input: &mut Option<Box<Input>>, bytes: &[u8], max: usize) -> (Verdict, Vec<String>) {
+        let mut seen = Vec::new();
+        let mut data = bytes.to_vec();
+        let verdict = feed(input, &mut data, max, |e| {
+            seen.push(format!("{e:?}"));
+            Verdict::Continue
+        });
+        (verdict, seen)
+    }
+
+    #[test]
+    fn whole_frames_need_no_input_buffer() {
+        let mut input = None;
+        let mut bytes = encode_masked(true, OpCode::Text, b"hi", KEY);
+        bytes.extend(encode_masked(true, OpCode::Ping, b"p", KEY));
+        let (v, seen) = collect(&mut input, &bytes, 100);
+        assert_eq!(v, Verdict::Continue);
+        assert_eq!(seen, ["Text(\"hi\")", "Ping([112])"]);
+        assert!(input.is_none());
+    }
+
+    #[test]
+    fn split_frames_and_fragments_are_reassembled() {
+        let mut bytes = encode_masked(false, OpCode::Text, "hé".as_bytes(), KEY);
+        bytes.extend(encode_masked(true, OpCode::Ping, b"", KEY));
+        bytes.extend(encode_masked(true, OpCode::Continuation, b"llo", KEY));
+        for split in 0..bytes.len() {
+            let mut input = None;
+            let (_, mut seen) = collect(&mut input, &bytes[..split], 100);
+            let (v, rest) = collect(&mut input, &bytes[split..], 100);
+            seen.extend(rest);
+            assert_eq!(v, Verdict::Continue);
+            assert_eq!(seen, ["Ping([])", "Text(\"héllo\")"], "split at {split}");
+            assert!(input.is_none());
+        }
+    }
+
+    #[test]
+    fn protocol_violations_get_their_close_codes() {
+        let cases: [(Vec<u8>, u16); 4] = [
+            (encode_masked(true, OpCode::Continuation, b"x", KEY), 1002),
+            (encode_masked(true, OpCode::Text, &[0xff, 0xfe], KEY), 1007),
+            (encode_masked(true, OpCode::Text, &[b'a'; 11], KEY), 1009),
+            (
+                [
+                    encode_masked(false, OpCode::Text, b"a", KEY),
+                    encode_masked(true, OpCode::Text, b"b", KEY),
+                ]
+                .concat(),
+                1002,
+            ),
+        ];
+        for (bytes, code) in cases {
+            let mut input = None;
+            let (v, _) = collect(&mut input, &bytes, 10);
+            assert!(
+                matches!(v, Verdict::Close(c, _) if c == code),
+                "{v:?} for {code}"
+            );
+        }
+        let mut input = None;
+        let mut big = encode_masked(false, OpCode::Binary, &[0; 6], KEY);
+        big.extend(encode_masked(true, OpCode::Continuation, &[0; 6], KEY));
+        assert!(matches!(
+            collect(&mut input, &big, 10).0,
+            Verdict::Close(1009, _)
+        ));
+    }
+}

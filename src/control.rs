@@ -1,0 +1,304 @@
+//! The control socket protocol (DESIGN.md §5): newline-delimited JSON
+//! requests from local producers and operators, one reply line per request,
+//! in order, with an optional `"id"` echoed back.
+//!
+//! This module owns the wire format and the per-connection buffers; the
+//! server executes the requests. A bad line is answered with
+//! `{"ok":false,"error":...}` and the connection stays usable. A line longer
+//! than [`MAX_LINE`] is answered with an error and skipped up to its newline.
+//! A client that sends requests but does not read the replies stops being
+//! read once [`MAX_PENDING_REPLIES`] bytes of replies are waiting, so it can
+//! never grow the server's memory.
+
+use std::io::{self, Read, Write};
+
+use mio::net::UnixStream;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Longest request line, newline excluded.
+pub const MAX_LINE: usize = 1 << 20;
+/// Unsent reply bytes at which the server stops reading a control client.
+pub const MAX_PENDING_REPLIES: usize = 1 << 20;
+
+/// One request, as the `op` field names it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Push to users (or every online client when `users` is absent/empty).
+    Push {
+        /// Recipients; empty means broadcast.
+        #[serde(default)]
+        users: Vec<String>,
+        /// The producer's JSON value, sent as the envelope's `content`.
+        content: Value,
+        /// Optional envelope title.
+        title: Option<String>,
+        /// Optional envelope type.
+        #[serde(rename = "type")]
+        kind: Option<i64>,
+    },
+    /// List connections, optionally of one user.
+    Clients {
+        /// Only this user's connections.
+        user: Option<String>,
+    },
+    /// Server counters.
+    Stats {},
+    /// Allow a token to connect as a user.
+    Grant {
+        /// The secret.
+        token: String,
+        /// The user it authenticates.
+        user: String,
+    },
+    /// Forget a token and close its connections with 1008.
+    Revoke {
+        /// The secret.
+        token: String,
+    },
+    /// Close a user's connections, or one connection, with 1008.
+    Kick {
+        /// Every connection of this user.
+        user: Option<String>,
+        /// One connection, by the `id` `clients` shows.
+        connection: Option<u64>,
+    },
+}
+
+/// Parse one request line. The `id` is returned even when the request is
+/// bad, so the error reply can carry it.
+pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, String>) {
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return (None, Err(format!("not JSON: {e}"))),
+    };
+    let id = value.get("id").cloned();
+    if !value.is_object() {
+        return (
+            id,
+            Err("a request is a JSON object with an \"op\" field".into()),
+        );
+    }
+    if value.get("op").is_none_or(|op| !op.is_string()) {
+        return (id, Err("missing \"op\" (a string)".into()));
+    }
+    let request = Request::deserialize(value).map_err(|e| e.to_string());
+    (id, request)
+}
+
+/// A success reply line: `{"ok":true, ...fields, "id":...}` + newline.
+pub fn ok(id: Option<Value>, fields: Value) -> Vec<u8> {
+    let mut map = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    map.insert("ok".into(), Value::Bool(true));
+    finish(id, map)
+}
+
+/// An error reply line: `{"ok":false,"error":message,"id":...}` + newline.
+pub fn error(id: Option<Value>, message: &str) -> Vec<u8> {
+    let mut map = Map::new();
+    map.insert("ok".into(), Value::Bool(false));
+    map.insert("error".into(), Value::String(message.into()));
+    finish(id, map)
+}
+
+fn finish(id: Option<Value>, mut map: Map<String, Value>) -> Vec<u8> {
+    if let Some(id) = id {
+        map.insert("id".into(), id);
+    }
+    let mut line = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serialises");
+    line.push(b'\n');
+    line
+}
+
+/// What [`ControlConn::next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete request line (newline stripped).
+    Request(Vec<u8>),
+    /// A line passed [`MAX_LINE`]; it is being skipped.
+    TooLong,
+}
+
+/// What a read turn ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The socket has nothing more for now.
+    WouldBlock,
+    /// The client closed its side (replies may still be flushed).
+    Eof,
+    /// Reading paused: too many unsent replies or too many unprocessed bytes.
+    Paused,
+}
+
+/// One control client.
+#[derive(Debug)]
+pub struct ControlConn {
+    /// The socket.
+    pub stream: UnixStream,
+    /// Received bytes not yet split into lines.
+    inbuf: Vec<u8>,
+    /// Where the newline search resumes in `inbuf`.
+    scanned: usize,
+    /// Discarding an over-long line up to its newline.
+    skipping: bool,
+    /// Reply bytes not yet written, from `sent` on.
+    outbuf: Vec<u8>,
+    sent: usize,
+    /// The client shut its write side; close once replies are out.
+    pub eof: bool,
+}
+
+impl ControlConn {
+    /// Wrap an accepted socket.
+    pub fn new(stream: UnixStream) -> Self {
+        ControlConn {
+            stream,
+            inbuf: Vec::new(),
+            scanned: 0,
+            skipping: false,
+            outbuf: Vec::new(),
+            sent: 0,
+            eof: false,
+        }
+    }
+
+    /// Read what the socket has, up to the backpressure bounds.
+    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
+        loop {
+            if self.pending_replies() >= MAX_PENDING_REPLIES || self.inbuf.len() > MAX_LINE {
+                return Ok(Fill::Paused);
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(Fill::Eof);
+                }
+                Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next complete line, if any.
+    pub fn next_line(&mut self) -> Option<Line> {
+        loop {
+            let found = memchr(&self.inbuf[self.scanned..]).map(|i| self.scanned + i);
+            match found {
+                Some(end) => {
+                    let mut line: Vec<u8> = self.inbuf.drain(..=end).collect();
+                    self.scanned = 0;
+                    line.pop();
+                    if std::mem::take(&mut self.skipping) {
+                        continue;
+                    }
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue;
+                    }
+                    return Some(Line::Request(line));
+                }
+                None if self.inbuf.len() > MAX_LINE => {
+                    self.inbuf = Vec::new();
+                    self.scanned = 0;
+                    if !std::mem::replace(&mut self.skipping, true) {
+                        return Some(Line::TooLong);
+                    }
+                    return None;
+                }
+                None => {
+                    if self.skipping {
+                        self.inbuf.clear();
+                    }
+                    self.scanned = self.inbuf.len();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Queue a reply line.
+    pub fn queue(&mut self, reply: &[u8]) {
+        self.outbuf.extend_from_slice(reply);
+    }
+
+    /// Unsent reply bytes.
+    pub fn pending_replies(&self) -> usize {
+        self.outbuf.len() - self.sent
+    }
+
+    /// Write queued replies until done or `WouldBlock`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.sent < self.outbuf.len() {
+            match self.stream.write(&self.outbuf[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.outbuf.len() {
+            // Release big buffers; keep small ones for the next replies.
+            if self.outbuf.capacity() > 64 * 1024 {
+                self.outbuf = Vec::new();
+            } else {
+                self.outbuf.clear();
+            }
+            self.sent = 0;
+        }
+        Ok(())
+    }
+}
+
+fn memchr(haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_parse_and_errors_keep_the_id() {
+        let (id, req) = parse(br#"{"op":"push","users":["a"],"content":{"x":1},"id":7}"#);
+        assert_eq!(id, Some(json!(7)));
+        assert!(matches!(req, Ok(Request::Push { users, .. }) if users == ["a"]));
+        let (id, req) = parse(br#"{"op":"nope","id":"x"}"#);
+        assert_eq!(id, Some(json!("x")));
+        assert!(req.unwrap_err().contains("unknown variant"));
+        assert!(parse(b"{").1.unwrap_err().starts_with("not JSON"));
+        assert!(parse(b"[1]").1.is_err());
+        assert!(
+            parse(br#"{"op":"grant","token":"t"}"#)
+                .1
+                .unwrap_err()
+                .contains("user")
+        );
+        assert!(
+            parse(br#"{"op":"push"}"#)
+                .1
+                .unwrap_err()
+                .contains("content")
+        );
+        assert!(parse(br#"{"op":5}"#).1.is_err());
+    }
+
+    #[test]
+    fn replies_are_single_lines() {
+        let line = ok(Some(json!(1)), json!({"seq": 3}));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v, json!({"ok": true, "seq": 3, "id": 1}));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let line = error(None, "bad \"thing\"\nhere");
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+}

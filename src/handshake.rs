@@ -1,0 +1,578 @@
+//! The HTTP side of the WebSocket port: pure decisions over bytes, no sockets.
+//!
+//! This module owns parsing the client's request head, choosing the answer
+//! (RFC 6455 §4.2 plus the small HTTP surface wspush exposes), and building
+//! the response bytes. The server owns I/O and the token check.
+//!
+//! [`examine`] decides in this order, first match wins:
+//! 1. parse (httparse, 64 headers): too many headers or a head over
+//!    `max_head` → 431, malformed → 400, incomplete → [`Outcome::Partial`];
+//! 2. HTTP version other than 1.1 → 400;
+//! 3. route on the path (target up to `?`, must start with `/`): `/healthz`,
+//!    `/metrics` (GET only, else 405), the ws path, anything else → 404;
+//! 4. ws route, method other than GET → 405;
+//! 5. smuggling guards: a body, duplicate key headers or no `Host` → 400;
+//! 6. no `Upgrade: websocket` + `Connection: upgrade` → 426;
+//! 7. `Sec-WebSocket-Version` other than 13 → 426;
+//! 8. missing or malformed `Sec-WebSocket-Key` → 400;
+//! 9. `Origin` present but not allowed → 403;
+//! 10. bad `since` or `device` query parameter → 400;
+//! 11. otherwise [`Outcome::Upgrade`] with the raw token.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use httparse::{Header, Request, Status};
+use sha1::{Digest as _, Sha1};
+
+/// Header slots for httparse; more headers than this is a 431, not a 400.
+const MAX_HEADERS: usize = 64;
+/// The fixed GUID RFC 6455 appends to the client key.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Longest device name kept, in bytes.
+const MAX_DEVICE: usize = 64;
+/// Longest User-Agent kept, in bytes.
+const MAX_USER_AGENT: usize = 128;
+
+/// An HTTP answer other than 101: status and a one-line reason used as the
+/// plain-text body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Short explanation, sent as the body.
+    pub reason: &'static str,
+}
+
+/// What the server needs from a valid upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The path after `{ws_path}/`, raw (not percent-decoded); may be empty.
+    pub token: String,
+    /// The `Sec-WebSocket-Accept` value to send back.
+    pub accept: String,
+    /// `?since=SEQ`: resume after this sequence number.
+    pub since: Option<u64>,
+    /// `?device=NAME`, percent-decoded, at most 64 bytes.
+    pub device: Option<String>,
+    /// The `User-Agent` header, at most 128 bytes.
+    pub user_agent: Option<String>,
+    /// The `X-Forwarded-For` header value, raw (repeated headers joined with ", ").
+    pub forwarded_for: Option<String>,
+}
+
+/// The decision for the bytes received so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The head is not complete yet and is still under the size limit: read more.
+    Partial,
+    /// A valid upgrade request.
+    Upgrade {
+        /// What the server needs to finish the handshake.
+        upgrade: Upgrade,
+        /// Length of the request head; bytes after it are the client's first frames.
+        consumed: usize,
+    },
+    /// `GET /healthz`: the server answers it.
+    Health,
+    /// `GET /metrics`: the server answers it.
+    Metrics,
+    /// Answer with this error and close.
+    Reject(HttpError),
+}
+
+/// Configuration the examination needs.
+pub struct Rules<'a> {
+    /// Path of the WebSocket endpoint, e.g. `/push`; tokens follow it after a `/`.
+    pub ws_path: &'a str,
+    /// Allowed `Origin` values (ASCII case-insensitive); empty allows any.
+    pub allowed_origins: &'a [String],
+    /// Largest request head accepted, in bytes.
+    pub max_head: usize,
+}
+
+const fn err(status: u16, reason: &'static str) -> HttpError {
+    HttpError { status, reason }
+}
+
+const TOO_LARGE: HttpError = err(431, "request head too large");
+const NOT_FOUND: HttpError = err(404, "not found");
+const NOT_ALLOWED: HttpError = err(405, "method not allowed");
+const BAD_HEADER: HttpError = err(400, "bad header value");
+
+/// Examine the bytes received so far.
+pub fn examine(buf: &[u8], rules: &Rules<'_>) -> Outcome {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = Request::new(&mut headers);
+    let decided = match req.parse(buf) {
+        Ok(Status::Complete(n)) if n > rules.max_head => Err(TOO_LARGE),
+        Ok(Status::Complete(n)) => decide(&req, n, rules),
+        // An endless head is a memory attack: cap it even before it completes.
+        Ok(Status::Partial) if buf.len() > rules.max_head => Err(TOO_LARGE),
+        Ok(Status::Partial) => Ok(Outcome::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(err(431, "too many headers")),
+        Err(_) => Err(err(400, "malformed request")),
+    };
+    decided.unwrap_or_else(Outcome::Reject)
+}
+
+/// Rules 2–11 on a complete head of `consumed` bytes.
+fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<Outcome, HttpError> {
+    if req.version != Some(1) {
+        return Err(err(400, "HTTP/1.1 required"));
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(err(400, "malformed request"));
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // Origin-form only: absolute-form and `*` have no business here.
+    if !path.starts_with('/') {
+        return Err(err(400, "bad request target"));
+    }
+    let is_get = method == "GET";
+    let plain = match path {
+        "/healthz" => Some(Outcome::Health),
+        "/metrics" => Some(Outcome::Metrics),
+        _ => None,
+    };
+    if let Some(outcome) = plain {
+        return if is_get {
+            Ok(outcome)
+        } else {
+            Err(NOT_ALLOWED)
+        };
+    }
+    // A configured trailing slash ("/push/") would otherwise demand "//".
+    let base = rules.ws_path.trim_end_matches('/');
+    // No normalization: "/push/../x" is the opaque token "../x", which the
+    // server rejects; "/pushx" is a different path.
+    let token = match path.strip_prefix(base) {
+        Some("") => "",
+        Some(rest) => rest.strip_prefix('/').ok_or(NOT_FOUND)?,
+        None => return Err(NOT_FOUND),
+    };
+    if !is_get {
+        return Err(NOT_ALLOWED);
+    }
+
+    let hs: &[Header<'_>] = req.headers;
+    // A GET with a body is how request smuggling starts; we never read bodies.
+    if values(hs, "transfer-encoding").next().is_some()
+        || values(hs, "content-length").any(|v| v.trim_ascii() != b"0")
+    {
+        return Err(err(400, "request body not allowed"));
+    }
+    single(hs, "host", "duplicate Host")?.ok_or(err(400, "missing Host header"))?;
+    let upgrade = single(hs, "upgrade", "duplicate Upgrade")?;
+    let key = single(hs, "sec-websocket-key", "duplicate Sec-WebSocket-Key")?;
+    let version = single(
+        hs,
+        "sec-websocket-version",
+        "duplicate Sec-WebSocket-Version",
+    )?;
+
+    // Connection may legitimately repeat; any of its lists may carry the token.
+    let upgrading = upgrade.is_some_and(|v| has_token(v, "websocket"))
+        && values(hs, "connection").any(|v| has_token(v, "upgrade"));
+    if !upgrading {
+        return Err(err(426, "upgrade required"));
+    }
+    if version.map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Err(err(426, "unsupported websocket version"));
+    }
+    let key = key
+        .ok_or(err(400, "missing Sec-WebSocket-Key"))?
+        .trim_ascii();
+    if !STANDARD.decode(key).is_ok_and(|k| k.len() == 16) {
+        return Err(err(400, "bad Sec-WebSocket-Key"));
+    }
+    // Browsers always send Origin; non-browser clients may omit it.
+    let allowed = |o: &[u8]| {
+        let o = o.trim_ascii();
+        rules
+            .allowed_origins
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
+    };
+    if !rules.allowed_origins.is_empty() && !values(hs, "origin").all(allowed) {
+        return Err(err(403, "origin not allowed"));
+    }
+    let (since, device) = parse_query(query)?;
+
+    let user_agent = values(hs, "user-agent").next().map(text).transpose()?;
+    let forwarded: Vec<&str> = values(hs, "x-forwarded-for")
+        .map(text)
+        .collect::<Result<_, _>>()?;
+    let upgrade = Upgrade {
+        token: token.to_owned(),
+        accept: accept_bytes(key),
+        since,
+        device,
+        user_agent: user_agent.map(|ua| clip(ua, MAX_USER_AGENT).to_owned()),
+        forwarded_for: (!forwarded.is_empty()).then(|| forwarded.join(", ")),
+    };
+    Ok(Outcome::Upgrade { upgrade, consumed })
+}
+
+/// Values of every header called `name` (lowercase), in order.
+fn values<'h, 'b>(hs: &'h [Header<'b>], name: &'static str) -> impl Iterator<Item = &'b [u8]> + 'h {
+    hs.iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// The value of a header that must appear at most once.
+fn single<'b>(
+    hs: &[Header<'b>],
+    name: &'static str,
+    dup: &'static str,
+) -> Result<Option<&'b [u8]>, HttpError> {
+    let mut found = values(hs, name);
+    let first = found.next();
+    match found.next() {
+        Some(_) => Err(err(400, dup)),
+        None => Ok(first),
+    }
+}
+
+/// Whether a comma-separated header list contains `token` (ASCII case-insensitive).
+fn has_token(list: &[u8], token: &str) -> bool {
+    list.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// A header value we need as text; non-UTF-8 is the client's error.
+fn text(value: &[u8]) -> Result<&str, HttpError> {
+    std::str::from_utf8(value).map_err(|_| BAD_HEADER)
+}
+
+/// At most `max` bytes of `s`, cut at a char boundary so it stays valid UTF-8.
+fn clip(s: &str, max: usize) -> &str {
+    &s[..s.floor_char_boundary(max)]
+}
+
+/// `since` and `device` from the query string; other parameters are ignored.
+fn parse_query(query: &str) -> Result<(Option<u64>, Option<String>), HttpError> {
+    let (mut since, mut device) = (None, None);
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "since" => since = Some(value.parse().map_err(|_| err(400, "bad since"))?),
+            "device" => {
+                let name = percent_decode(value).ok_or(err(400, "bad device"))?;
+                device = (!name.is_empty()).then(|| clip(&name, MAX_DEVICE).to_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok((since, device))
+}
+
+/// Query-string decoding (`%XX`, and `+` as space as HTML forms send it).
+/// None for a broken escape, invalid UTF-8 or control characters, which
+/// would only corrupt the logs and metrics the name ends up in.
+fn percent_decode(s: &str) -> Option<String> {
+    let hex = |b: Option<&u8>| {
+        b.and_then(|&b| (b as char).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (byte, len) = match b {
+            b'%' => (hex(bytes.get(i + 1))? << 4 | hex(bytes.get(i + 2))?, 3),
+            b'+' => (b' ', 1),
+            _ => (b, 1),
+        };
+        out.push(byte);
+        i += len;
+    }
+    String::from_utf8(out)
+        .ok()
+        .filter(|s| !s.chars().any(char::is_control))
+}
+
+/// RFC 6455 accept key: base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")).
+pub fn accept_key(key: &str) -> String {
+    accept_bytes(key.as_bytes())
+}
+
+/// [`accept_key`] on raw header bytes, so the parsed key needs no UTF-8 step.
+fn accept_bytes(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(WS_GUID.as_bytes());
+    STANDARD.encode(sha.finalize())
+}
+
+/// The full 101 response bytes for an accept value (`Upgrade: websocket`,
+/// `Connection: Upgrade`, `Sec-WebSocket-Accept`). No subprotocol, no extensions:
+/// we never negotiate either, so echoing none is what RFC 6455 asks.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The standard reason phrase for the statuses wspush sends.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A complete HTTP/1.1 response with `Content-Type: text/plain; charset=utf-8`,
+/// `Content-Length`, `Connection: close` (we never keep plain HTTP connections
+/// alive), the given extra headers, and `body` (for errors: reason + "\n").
+/// Standard reason phrases for 200, 400, 401, 403, 404, 405, 408, 426, 431, 500, 503.
+pub fn http_response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// The response for a [`Outcome::Reject`]: [`http_response`] with the reason as
+/// body, adding `Sec-WebSocket-Version: 13` for 426 and `Allow: GET` for 405.
+pub fn reject_response(err: &HttpError) -> Vec<u8> {
+    let extra: &[(&str, &str)] = match err.status {
+        // Tells the client which protocol version we do speak (RFC 6455 §4.4).
+        426 => &[("Sec-WebSocket-Version", "13")],
+        405 => &[("Allow", "GET")],
+        _ => &[],
+    };
+    http_response(err.status, extra, &format!("{}\n", err.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STD: [&str; 5] = [
+        "Host: example.com",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ];
+    const RFC_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn raw(line: &str, headers: &[&str]) -> Vec<u8> {
+        let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        format!("{line}\r\n{headers}\r\n").into_bytes()
+    }
+
+    /// GET `target` with the standard upgrade headers plus `extra`.
+    fn get(target: &str, extra: &[&str]) -> Vec<u8> {
+        let headers: Vec<&str> = STD.iter().chain(extra).copied().collect();
+        raw(&format!("GET {target} HTTP/1.1"), &headers)
+    }
+
+    /// GET /push/t with standard header `i` replaced by `with` (dropped if empty).
+    fn swap(i: usize, with: &str) -> Vec<u8> {
+        let mut headers = STD.to_vec();
+        headers[i] = with;
+        headers.retain(|h| !h.is_empty());
+        raw("GET /push/t HTTP/1.1", &headers)
+    }
+
+    fn run_with(buf: &[u8], ws_path: &str, origins: &[String]) -> Outcome {
+        let rules = Rules {
+            ws_path,
+            allowed_origins: origins,
+            max_head: 8192,
+        };
+        examine(buf, &rules)
+    }
+
+    fn run(buf: &[u8]) -> Outcome {
+        run_with(buf, "/push", &["https://app.example".to_owned()])
+    }
+
+    fn upgrade(buf: &[u8]) -> (Upgrade, usize) {
+        match run(buf) {
+            Outcome::Upgrade { upgrade, consumed } => (upgrade, consumed),
+            other => panic!("expected an upgrade, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc_sample_accept_key() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), RFC_ACCEPT);
+    }
+
+    #[test]
+    fn valid_upgrade() {
+        let extra = [
+            "User-Agent: t/1",
+            "X-Forwarded-For: 1.2.3.4",
+            "Origin: HTTPS://App.example",
+        ];
+        let buf = get("/push/abc.def?since=42&device=my%20phone&x=1", &extra);
+        let (up, consumed) = upgrade(&buf);
+        assert_eq!(consumed, buf.len());
+        let want = Upgrade {
+            token: "abc.def".into(),
+            accept: RFC_ACCEPT.into(),
+            since: Some(42),
+            device: Some("my phone".into()),
+            user_agent: Some("t/1".into()),
+            forwarded_for: Some("1.2.3.4".into()),
+        };
+        assert_eq!(up, want);
+    }
+
+    #[test]
+    fn trailing_frame_bytes_are_not_consumed() {
+        let head = get("/push/tok", &[]);
+        let mut buf = head.clone();
+        buf.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
+        assert_eq!(upgrade(&buf).1, head.len());
+    }
+
+    #[test]
+    fn byte_by_byte_is_partial_until_the_end() {
+        let buf = get("/push/tok?since=7", &[]);
+        for end in 0..buf.len() {
+            assert_eq!(run(&buf[..end]), Outcome::Partial, "at {end}");
+        }
+        assert_eq!(upgrade(&buf).0.since, Some(7));
+    }
+
+    #[test]
+    fn rejects() {
+        let pad = format!("X-Pad: {}", "a".repeat(9000));
+        let big = get("/push/t", &[&pad]);
+        let many: Vec<String> = (0..70).map(|i| format!("X-H{i}: v")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut non_utf8 = get("/push/t", &[]);
+        non_utf8.truncate(non_utf8.len() - 2); // reopen the head for one more header
+        non_utf8.extend_from_slice(b"User-Agent: \xff\r\n\r\n");
+        let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("complete head too large", big.clone(), 431),
+            ("partial head too large", big[..big.len() - 4].to_vec(), 431),
+            ("too many headers", raw("GET /push/t HTTP/1.1", &many), 431),
+            ("garbage", b"\x00\x01garbage\r\n\r\n".to_vec(), 400),
+            ("HTTP/1.0", raw("GET /push/t HTTP/1.0", &STD), 400),
+            (
+                "absolute-form",
+                raw("GET http://h/push/t HTTP/1.1", &STD),
+                400,
+            ),
+            ("missing Host", swap(0, ""), 400),
+            ("duplicate Host", get("/push/t", &["Host: other"]), 400),
+            ("missing key", swap(3, ""), 400),
+            ("bad key", swap(3, "Sec-WebSocket-Key: not base64!"), 400),
+            ("short key", swap(3, "Sec-WebSocket-Key: c2hvcnQ="), 400),
+            ("duplicate key", get("/push/t", &[STD[3]]), 400),
+            (
+                "content-length",
+                get("/push/t", &["Content-Length: 5"]),
+                400,
+            ),
+            (
+                "chunked",
+                get("/push/t", &["Transfer-Encoding: chunked"]),
+                400,
+            ),
+            ("bad since", get("/push/t?since=abc", &[]), 400),
+            ("bad escape", get("/push/t?device=%zz", &[]), 400),
+            ("control char", get("/push/t?device=a%0Ab", &[]), 400),
+            ("non-UTF-8 UA", non_utf8, 400),
+            (
+                "bad origin",
+                get("/push/t", &["Origin: https://evil.example"]),
+                403,
+            ),
+            ("other path", get("/other", &[]), 404),
+            ("prefix only", get("/pushx/t", &[]), 404),
+            ("POST ws", raw("POST /push/t HTTP/1.1", &STD), 405),
+            (
+                "POST healthz",
+                raw("POST /healthz HTTP/1.1", &["Host: a"]),
+                405,
+            ),
+            ("plain GET", raw("GET /push/t HTTP/1.1", &["Host: a"]), 426),
+            ("no Upgrade", swap(1, ""), 426),
+            ("no Connection", swap(2, ""), 426),
+            ("no version", swap(4, ""), 426),
+            ("version 8", swap(4, "Sec-WebSocket-Version: 8"), 426),
+        ];
+        for (name, buf, want) in cases {
+            match run(&buf) {
+                Outcome::Reject(e) => assert_eq!(e.status, want, "{name}: {e:?}"),
+                other => panic!("{name}: expected {want}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_variants() {
+        let plain = |target: &str| raw(&format!("GET {target} HTTP/1.1"), &["Host: a"]);
+        assert_eq!(run(&plain("/healthz")), Outcome::Health);
+        assert_eq!(run(&plain("/metrics?x")), Outcome::Metrics);
+        assert_eq!(upgrade(&get("/push", &[])).0.token, "");
+        assert_eq!(upgrade(&get("/push/", &[])).0.token, "");
+        assert_eq!(upgrade(&get("/push/../x", &[])).0.token, "../x");
+        assert_eq!(upgrade(&get("/push/a%2Fb/c", &[])).0.token, "a%2Fb/c");
+        assert_eq!(upgrade(&get("/push/t?device=", &[])).0.device, None);
+        assert_eq!(
+            upgrade(&get("/push/t", &["Content-Length: 0"])).0.token,
+            "t"
+        );
+        let ka = swap(2, "Connection: keep-alive, Upgrade");
+        assert_eq!(upgrade(&ka).0.accept, RFC_ACCEPT);
+        assert_eq!(upgrade(&swap(1, "Upgrade: WebSocket")).0.token, "t");
+        // An empty allow-list admits any Origin; a trailing '/' in ws_path is fine.
+        let evil = get("/push/t", &["Origin: https://evil.example"]);
+        assert!(matches!(
+            run_with(&evil, "/push/", &[]),
+            Outcome::Upgrade { .. }
+        ));
+    }
+
+    #[test]
+    fn long_values_are_truncated_at_char_boundaries() {
+        let ua = format!("User-Agent: {}", "u".repeat(300));
+        let target = format!("/push/t?device=a{}", "%C3%A9".repeat(40)); // 81 bytes decoded
+        let (up, _) = upgrade(&get(&target, &[&ua]));
+        assert_eq!(up.user_agent.map(|u| u.len()), Some(128));
+        assert_eq!(up.device, Some(format!("a{}", "é".repeat(31))));
+    }
+
+    #[test]
+    fn responses() {
+        let r = String::from_utf8(reject_response(&err(426, "upgrade required"))).unwrap();
+        assert!(r.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{r}");
+        assert!(r.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(r.contains("\r\nContent-Length: 17\r\n"));
+        assert!(r.ends_with("\r\n\r\nupgrade required\n"));
+        let r = String::from_utf8(reject_response(&NOT_ALLOWED)).unwrap();
+        assert!(r.contains("\r\nAllow: GET\r\n") && r.contains("\r\nConnection: close\r\n"));
+        let r = String::from_utf8(switching_protocols(RFC_ACCEPT)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(r.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+    }
+}

@@ -1,0 +1,530 @@
+//! The event loop: one thread, one `mio::Poll`, every source registered once
+//! for edge-triggered readiness.
+//!
+//! One turn, in the order redis' `ae.c` taught: compute the poll timeout from
+//! the timer wheel → poll → handle I/O (accept, read, execute control
+//! requests; pushes only *queue* frames) → expire timers → flush the turn's
+//! queued frames with one `writev` per connection → sleep again. Handling a
+//! batch of control lines before flushing is what coalesces back-to-back
+//! pushes into one syscall per connection.
+//!
+//! The WebSocket side of a connection lives in `ws.rs`, the control requests
+//! in `ops.rs`; both are `impl Server` blocks over the state defined here.
+
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::cli::ServeArgs;
+use crate::conn::{Conn, Phase};
+use crate::control::ControlConn;
+use crate::frame::{self, OpCode};
+use crate::handshake;
+use crate::outbox::{self, Turn};
+use crate::tokens::Tokens;
+use crate::users::Users;
+use crate::wheel::Wheel;
+
+/// The WebSocket/HTTP listener.
+const LISTENER: Token = Token(0);
+/// The control socket listener.
+const CONTROL: Token = Token(1);
+/// SIGINT, SIGTERM and SIGHUP, delivered through a self-pipe.
+const SIGNALS: Token = Token(2);
+/// WebSocket connection `key` is `Token(CONN_BASE + key)`.
+const CONN_BASE: usize = 16;
+/// Control connection `key` is `Token(CTRL_BASE + key)`.
+const CTRL_BASE: usize = 1 << 40;
+
+/// Timer wheel granularity (DESIGN.md §3).
+pub const TICK_MS: u64 = 1000;
+/// Slots in the wheel: one rotation covers 17 minutes at 1 s ticks, longer
+/// than the default idle timeout, so idle entries never wrap.
+const WHEEL_SLOTS: usize = 1024;
+/// How long a closing connection may take to answer our close frame, and
+/// how long an HTTP answer may take to leave, before the socket is dropped.
+pub const CLOSE_TIMEOUT_MS: u64 = 5000;
+/// Open files kept back from `--max-connections`' default for listeners,
+/// control clients, the poll and signal pipes, and the tokens file.
+const FD_RESERVE: usize = 32;
+/// Connections still in their handshake allowed beyond `--max-connections`
+/// so that refused clients get their 503 instead of a silent drop.
+const HANDSHAKE_SLACK: usize = 64;
+/// Size of the loop-wide read buffer every socket reads into.
+const SCRATCH: usize = 64 * 1024;
+/// Largest message `--echo` accepts (Autobahn case 9 sends 16 MiB).
+const ECHO_MAX_MESSAGE: usize = 16 << 20;
+
+/// What a token refers to.
+enum Source {
+    Listener,
+    Control,
+    Signals,
+    Ws(usize),
+    Ctrl(usize),
+}
+
+fn source(token: Token) -> Source {
+    match token {
+        LISTENER => Source::Listener,
+        CONTROL => Source::Control,
+        SIGNALS => Source::Signals,
+        Token(t) if t >= CTRL_BASE => Source::Ctrl(t - CTRL_BASE),
+        Token(t) => Source::Ws(t - CONN_BASE),
+    }
+}
+
+/// An entry in the timer wheel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Timer {
+    /// The single timer of connection `key`, valid while its generation matches.
+    Conn {
+        /// Slab key.
+        key: u32,
+        /// `Conn::generation` when armed.
+        generation: u32,
+    },
+    /// Accepting was paused after EMFILE/ENFILE; try again.
+    ResumeAccept,
+}
+
+/// Counters reported by `stats` and `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub upgrades: u64,
+    pub rejected: u64,
+    pub pushes: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub idle_evictions: u64,
+    pub slow_consumers: u64,
+    pub kicked: u64,
+}
+
+/// The whole server state, owned by the loop.
+pub struct Server {
+    pub(crate) poll: Poll,
+    pub(crate) args: ServeArgs,
+    /// None once shutting down (no new clients).
+    listener: Option<TcpListener>,
+    control: Option<UnixListener>,
+    control_path: PathBuf,
+    signals: Signals,
+    pub(crate) conns: Slab<Conn>,
+    pub(crate) ctrls: Slab<ControlConn>,
+    pub(crate) users: Users,
+    pub(crate) tokens: Tokens,
+    pub(crate) wheel: Wheel<Timer>,
+    pub(crate) turn: Turn,
+    /// Loop-wide read buffer: no connection owns one while idle.
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) stats: Stats,
+    /// The one ping frame every connection shares.
+    pub(crate) ping_frame: Rc<[u8]>,
+    started: Instant,
+    /// Wall-clock ms at `started`, to turn virtual ms into timestamps.
+    pub(crate) started_unix_ms: u64,
+    /// Virtual ms since start, read once per loop turn.
+    pub(crate) now: u64,
+    next_serial: u64,
+    /// Last push sequence number handed out.
+    pub(crate) seq: u64,
+    /// Per-process prefix of message ids (`{prefix}-{seq}`).
+    pub(crate) id_prefix: String,
+    pub(crate) max_connections: usize,
+    pub(crate) max_message: usize,
+    /// Upgraded connections that are not closing.
+    pub(crate) open: usize,
+    accept_paused: bool,
+    shutting_down: bool,
+}
+
+impl Server {
+    /// Bind the listeners, load tokens and get ready to run. Errors are
+    /// meant for the operator (refused control path, port in use, bad tokens file).
+    pub fn bind(args: ServeArgs) -> Result<Server, String> {
+        let fd_limit = raise_fd_limit();
+        let max_connections = args
+            .max_connections
+            .unwrap_or_else(|| fd_limit.saturating_sub(FD_RESERVE).max(1));
+        let mut tokens = Tokens::default();
+        if let Some(path) = &args.tokens {
+            tokens.load_file(path)?;
+        }
+        let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
+        let mut listener = TcpListener::bind(args.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let mut control = bind_control(&args.control, args.control_mode)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let registry = poll.registry();
+        let mut setup = || -> io::Result<()> {
+            registry.register(&mut listener, LISTENER, Interest::READABLE)?;
+            registry.register(&mut control, CONTROL, Interest::READABLE)?;
+            registry.register(&mut signals, SIGNALS, Interest::READABLE)
+        };
+        setup().map_err(|e| format!("cannot register with poll: {e}"))?;
+        let started_unix_ms = unix_ms();
+        let max_message = if args.echo {
+            args.max_message_size.max(ECHO_MAX_MESSAGE)
+        } else {
+            args.max_message_size
+        };
+        info!(
+            "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
+            tokens.len()
+        );
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            control: Some(control),
+            control_path: args.control.clone(),
+            args,
+            signals,
+            conns: Slab::new(),
+            ctrls: Slab::new(),
+            users: Users::default(),
+            tokens,
+            wheel: Wheel::new(TICK_MS, WHEEL_SLOTS),
+            turn: Turn::default(),
+            scratch: vec![0; SCRATCH],
+            stats: Stats::default(),
+            ping_frame: frame::encode(OpCode::Ping, b"").into(),
+            started: Instant::now(),
+            started_unix_ms,
+            now: 0,
+            next_serial: 1,
+            seq: 0,
+            id_prefix: format!(
+                "{:04x}",
+                (started_unix_ms ^ u64::from(std::process::id())) & 0xffff
+            ),
+            max_connections,
+            max_message,
+            open: 0,
+            accept_paused: false,
+            shutting_down: false,
+        })
+    }
+
+    /// The address the WebSocket listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Run until SIGINT/SIGTERM has closed every client.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.wheel.next_timeout(self.now).map(Duration::from_millis);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = self.started.elapsed().as_millis() as u64;
+            for event in events.iter() {
+                match source(event.token()) {
+                    Source::Listener => self.accept(),
+                    Source::Control => self.accept_control(),
+                    Source::Signals => self.on_signals(),
+                    Source::Ws(key) => self.ws_ready(key, event.is_writable()),
+                    Source::Ctrl(key) => self.ctrl_ready(key),
+                }
+            }
+            self.expire_timers();
+            self.flush_turn();
+            if self.shutting_down && self.conns.is_empty() {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&self.control_path);
+        info!("stopped");
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        while !self.accept_paused {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: the pending connection stays in the
+                    // backlog. Spinning on it would burn the CPU, so pause.
+                    warn!("accept: {e}; pausing accepts for {TICK_MS} ms");
+                    self.accept_paused = true;
+                    self.wheel.insert(self.now + TICK_MS, Timer::ResumeAccept);
+                    return;
+                }
+                Err(e) => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+            };
+            if self.conns.len() >= self.max_connections + HANDSHAKE_SLACK {
+                self.stats.rejected += 1;
+                let _ = stream.write(&handshake::http_response(503, &[], "server full\n"));
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let serial = self.next_serial;
+            self.next_serial += 1;
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(CONN_BASE + key), interest)
+            {
+                warn!("register: {e}");
+                continue;
+            }
+            entry.insert(Conn::new(stream, peer, serial, self.now));
+            debug!("conn {serial}: accepted from {peer}");
+            let deadline = self.now + self.args.handshake_timeout * 1000;
+            self.arm(key, deadline);
+        }
+    }
+
+    fn accept_control(&mut self) {
+        loop {
+            let Some(listener) = &self.control else {
+                return;
+            };
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("control accept: {e}");
+                    return;
+                }
+            };
+            let entry = self.ctrls.vacant_entry();
+            let token = Token(CTRL_BASE + entry.key());
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("register control: {e}");
+                continue;
+            }
+            debug!("control {}: connected", entry.key());
+            entry.insert(ControlConn::new(stream));
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGHUP => self.reload_tokens(),
+                _ => self.begin_shutdown(),
+            }
+        }
+    }
+
+    fn reload_tokens(&mut self) {
+        let Some(path) = self.args.tokens.clone() else {
+            info!("SIGHUP: no --tokens file to reload");
+            return;
+        };
+        match self.tokens.load_file(&path) {
+            Ok(gone) => {
+                info!(
+                    "SIGHUP: reloaded {}: {} tokens, {} removed",
+                    path.display(),
+                    self.tokens.len(),
+                    gone.len()
+                );
+                for tag in gone {
+                    self.close_token(tag);
+                }
+            }
+            Err(e) => warn!("SIGHUP: keeping the current tokens: {e}"),
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        info!("shutting down: closing {} connections", self.conns.len());
+        self.shutting_down = true;
+        self.listener = None;
+        self.control = None;
+        let _ = std::fs::remove_file(&self.control_path);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.conns[key].phase {
+                Phase::Open => self.start_close(key, 1001, "server shutting down"),
+                Phase::Handshake => self.drop_conn(key, "shutdown"),
+                Phase::Closing | Phase::Finishing => {}
+            }
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        while let Some(timer) = self.wheel.expire(self.now) {
+            match timer {
+                Timer::Conn { key, generation } => self.on_conn_timer(key as usize, generation),
+                Timer::ResumeAccept => {
+                    self.accept_paused = false;
+                    self.accept();
+                }
+            }
+        }
+    }
+
+    /// (Re)arm connection `key`'s single timer.
+    pub(crate) fn arm(&mut self, key: usize, at_ms: u64) {
+        let conn = &mut self.conns[key];
+        if let Some(old) = conn.timer.take() {
+            self.wheel.cancel(old);
+        }
+        let timer = Timer::Conn {
+            key: key as u32,
+            generation: conn.generation(),
+        };
+        conn.timer = Some(self.wheel.insert(at_ms, timer));
+    }
+
+    /// Write every frame queued this turn: one vectored write per connection.
+    fn flush_turn(&mut self) {
+        if self.turn.is_idle() {
+            return;
+        }
+        let dirty = self.turn.take_dirty();
+        for &key in &dirty {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.chain.is_empty() {
+                continue;
+            }
+            let result =
+                self.turn
+                    .write_chain(&mut conn.chain, &mut conn.backlog, &mut conn.stream);
+            self.after_write(key, result);
+        }
+        self.turn.clear(dirty);
+    }
+
+    /// Write a connection's backlog after a WRITABLE event.
+    pub(crate) fn write_backlog(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let result = outbox::write_backlog(&mut conn.backlog, &mut conn.stream);
+        self.after_write(key, result);
+    }
+
+    fn after_write(&mut self, key: usize, result: io::Result<usize>) {
+        let unsent = match result {
+            Ok(unsent) => unsent,
+            Err(e) => return self.drop_conn(key, &format!("write error: {e}")),
+        };
+        let conn = &mut self.conns[key];
+        if unsent == 0 && conn.phase == Phase::Finishing {
+            self.drop_conn(key, "done");
+        } else if unsent > self.args.max_outbound && conn.phase == Phase::Open {
+            self.slow_consumer(key);
+        }
+    }
+
+    pub(crate) fn drop_ctrl(&mut self, key: usize) {
+        debug!("control {key}: closed");
+        self.ctrls.remove(key);
+    }
+
+    /// Virtual ms to wall-clock Unix ms.
+    pub(crate) fn unix_ms(&self, virtual_ms: u64) -> u64 {
+        self.started_unix_ms + virtual_ms
+    }
+
+    /// Seconds since start.
+    pub(crate) fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// Bind the control socket: replace a stale file, refuse a live server.
+fn bind_control(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another wspush is already listening on {}",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        info!("replaced stale control socket {}", path.display());
+    }
+    // Create the socket with its final mode, so it is never reachable by
+    // others even for a moment; the umask is process-wide, but we are still
+    // single-threaded here.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener =
+        bound.map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Raise the soft open-file limit to the hard one; returns the limit in force.
+fn raise_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,239 @@
+//! Client tokens: which secret in `/push/{token}` authenticates which user.
+//!
+//! Tokens come from the `--tokens` file (re-read on SIGHUP) and from
+//! `grant`/`revoke` on the control socket. The table is keyed by the SHA-1
+//! digest of the token, so the hash-map probe depends only on a digest the
+//! client cannot steer byte by byte; the stored token is then compared with
+//! the presented one in constant time. Logs name a token only by its
+//! [`fingerprint`], never in full.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use sha1::{Digest, Sha1};
+
+/// Longest token accepted by `grant` (URLs stay reasonable).
+pub const MAX_TOKEN_LEN: usize = 512;
+/// Longest user name accepted by `grant` and the tokens file.
+pub const MAX_USER_LEN: usize = 256;
+
+/// A short tag identifying a token without revealing it: the first 8 bytes
+/// of its digest. Connections keep it so a revoke can find them.
+pub type TokenTag = u64;
+
+/// Where a token came from; a SIGHUP reload replaces only file tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    File,
+    Control,
+}
+
+#[derive(Debug)]
+struct Entry {
+    token: Box<[u8]>,
+    user: Rc<str>,
+    origin: Origin,
+}
+
+/// The token table.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_digest: HashMap<[u8; 20], Entry>,
+}
+
+/// The outcome of a lookup that failed, as the one-line 401 reason.
+pub const MISSING: &str = "missing token";
+/// See [`MISSING`].
+pub const UNKNOWN: &str = "unknown or revoked token";
+
+impl Tokens {
+    /// The user a presented token authenticates, with the token's tag.
+    pub fn lookup(&self, token: &str) -> Result<(Rc<str>, TokenTag), &'static str> {
+        if token.is_empty() {
+            return Err(MISSING);
+        }
+        let digest = digest(token);
+        match self.by_digest.get(&digest) {
+            Some(e) if constant_time_eq(&e.token, token.as_bytes()) => {
+                Ok((e.user.clone(), tag_of(&digest)))
+            }
+            _ => Err(UNKNOWN),
+        }
+    }
+
+    /// Add or replace a token granted over the control socket.
+    pub fn grant(&mut self, token: &str, user: &str) -> Result<(), String> {
+        check(token, user)?;
+        self.insert(token, user, Origin::Control);
+        Ok(())
+    }
+
+    /// Forget a token. Returns its tag when it existed.
+    pub fn revoke(&mut self, token: &str) -> Option<TokenTag> {
+        let digest = digest(token);
+        match self.by_digest.get(&digest) {
+            Some(e) if constant_time_eq(&e.token, token.as_bytes()) => {
+                self.by_digest.remove(&digest);
+                Some(tag_of(&digest))
+            }
+            _ => None,
+        }
+    }
+
+    /// Replace the file-sourced tokens with the contents of `path`. Tokens
+    /// granted over the control socket stay. Returns the tags of tokens that
+    /// are gone, so their live connections can be closed. On error nothing
+    /// changes.
+    pub fn load_file(&mut self, path: &Path) -> Result<Vec<TokenTag>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: expected a JSON object {{\"token\": \"user\"}}: {e}",
+                path.display()
+            )
+        })?;
+        for (token, user) in &map {
+            check(token, user).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let fresh: HashMap<[u8; 20], &String> = map.keys().map(|t| (digest(t), t)).collect();
+        let mut gone = Vec::new();
+        self.by_digest.retain(|d, e| {
+            let keep = e.origin == Origin::Control || fresh.contains_key(d);
+            if !keep {
+                gone.push(tag_of(d));
+            }
+            keep
+        });
+        for (token, user) in &map {
+            self.insert(token, user, Origin::File);
+        }
+        Ok(gone)
+    }
+
+    /// Number of known tokens.
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    /// Whether no token is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    fn insert(&mut self, token: &str, user: &str, origin: Origin) {
+        let entry = Entry {
+            token: token.as_bytes().into(),
+            user: Rc::from(user),
+            origin,
+        };
+        self.by_digest.insert(digest(token), entry);
+    }
+}
+
+/// A short, non-reversible name for a token, safe to log.
+pub fn fingerprint(token: &str) -> String {
+    format!("{:08x}", tag_of(&digest(token)) >> 32)
+}
+
+fn check(token: &str, user: &str) -> Result<(), String> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(format!("token must be 1 to {MAX_TOKEN_LEN} bytes"));
+    }
+    if token
+        .bytes()
+        .any(|b| b <= b' ' || b == b'?' || b == b'#' || b == 0x7f)
+    {
+        return Err("token must not contain spaces, control characters, '?' or '#'".into());
+    }
+    if user.is_empty() || user.len() > MAX_USER_LEN {
+        return Err(format!("user must be 1 to {MAX_USER_LEN} bytes"));
+    }
+    Ok(())
+}
+
+fn digest(token: &str) -> [u8; 20] {
+    Sha1::digest(token.as_bytes()).into()
+}
+
+fn tag_of(digest: &[u8; 20]) -> TokenTag {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// Equality whose running time depends only on the lengths, not on where the
+/// first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_lookup_revoke() {
+        let mut t = Tokens::default();
+        t.grant("s3cret", "alice").unwrap();
+        let (user, tag) = t.lookup("s3cret").unwrap();
+        assert_eq!(&*user, "alice");
+        assert_eq!(t.lookup("s3cres"), Err(UNKNOWN));
+        assert_eq!(t.lookup(""), Err(MISSING));
+        assert_eq!(t.revoke("s3cret"), Some(tag));
+        assert_eq!(t.revoke("s3cret"), None);
+        assert_eq!(t.lookup("s3cret"), Err(UNKNOWN));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let mut t = Tokens::default();
+        assert!(t.grant("", "u").is_err());
+        assert!(t.grant("a b", "u").is_err());
+        assert!(t.grant("a?b", "u").is_err());
+        assert!(t.grant(&"x".repeat(MAX_TOKEN_LEN + 1), "u").is_err());
+        assert!(t.grant("ok", "").is_err());
+    }
+
+    #[test]
+    fn reload_replaces_file_tokens_and_keeps_granted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        std::fs::write(&path, r#"{"a":"alice","b":"bob"}"#).unwrap();
+        let mut t = Tokens::default();
+        assert!(t.load_file(&path).unwrap().is_empty());
+        t.grant("c", "carol").unwrap();
+        std::fs::write(&path, r#"{"a":"alice"}"#).unwrap();
+        let gone = t.load_file(&path).unwrap();
+        assert_eq!(gone, vec![t_tag("b")]);
+        assert!(t.lookup("b").is_err());
+        assert!(t.lookup("c").is_ok());
+        std::fs::write(&path, "not json").unwrap();
+        assert!(t.load_file(&path).is_err());
+        assert!(t.lookup("a").is_ok(), "a failed reload changes nothing");
+    }
+
+    fn t_tag(token: &str) -> TokenTag {
+        tag_of(&digest(token))
+    }
+
+    #[test]
+    fn fingerprints_are_short_and_stable() {
+        assert_eq!(fingerprint("abc"), fingerprint("abc"));
+        assert_ne!(fingerprint("abc"), fingerprint("abd"));
+        assert_eq!(fingerprint("abc").len(), 8);
+        assert!(!fingerprint("abc").contains("abc"));
+    }
+
+    #[test]
+    fn constant_time_eq_matches_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,239 @@
+//! Tokens: --tokens file, grant/revoke over the control socket, SIGHUP reload,
+//! 401 answers.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn write_tokens(dir: &tempfile::TempDir, v: serde_json::Value) -> String {
+    let p = dir.path().join("tokens.json");
+    // write + rename so the server never sees a half-written file
+    let tmp = dir.path().join("tokens.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn status_for(s: &Server, token: &str) -> HttpResponse {
+    s.http(upgrade_request(&format!("/push/{token}"), &[], &[]).as_bytes())
+}
+
+fn assert_401(s: &Server, token: &str) {
+    let r = status_for(s, token);
+    assert_eq!(r.status, 401, "token {token}: {:?}", r.raw);
+    let body = r.body.trim_end();
+    assert!(!body.is_empty(), "401 without reason: {:?}", r.raw);
+    assert_eq!(
+        body.lines().count(),
+        1,
+        "401 reason must be one line: {:?}",
+        r.body
+    );
+}
+
+/// Poll until `token` is accepted (101) or the deadline passes.
+fn wait_accepted(s: &Server, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = status_for(s, token);
+        if r.status == 101 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "token {token} never accepted; last: {:?}",
+            r.raw
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_refused(s: &Server, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = status_for(s, token);
+        if r.status == 401 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "token {token} never refused; last: {:?}",
+            r.raw
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tokens_file_is_loaded() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"tok-a": "alice", "tok-b": "bob"}));
+    let s = Server::start_in(dir, &["--tokens", &p]);
+    let mut a = s.ws_connect("tok-a");
+    let mut b = s.ws_connect("tok-b");
+    let r = s.push(&["alice"], json!("to alice"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut a)["content"], json!("to alice"));
+    let r = s.push(&["bob"], json!("to bob"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut b)["content"], json!("to bob"));
+    assert_401(&s, "tok-c");
+}
+
+#[test]
+fn tokens_file_from_env() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"envtok": "eve"}));
+    let s = Server::start_opts(ServerOpts {
+        env: vec![("WSPUSH_TOKENS".into(), p)],
+        dir: Some(dir),
+        ..Default::default()
+    });
+    let mut e = s.ws_connect("envtok");
+    s.push(&["eve"], json!(1));
+    assert_eq!(recv_json(&mut e)["content"], json!(1));
+}
+
+#[test]
+fn no_tokens_means_everything_is_401() {
+    let s = Server::start(&[]);
+    assert_401(&s, "anything");
+}
+
+#[test]
+fn grant_then_connect() {
+    let s = Server::start(&[]);
+    assert_401(&s, "newtok");
+    let r = s.control(json!({"op":"grant","token":"newtok","user":"nina"}));
+    assert_eq!(r, json!({"ok": true}));
+    let mut ws = s.ws_connect("newtok");
+    let cl = s.clients(Some("nina"));
+    assert_eq!(cl.len(), 1, "{cl:?}");
+    assert_eq!(cl[0]["user"], json!("nina"));
+    s.push(&["nina"], json!("granted"));
+    assert_eq!(recv_json(&mut ws)["content"], json!("granted"));
+}
+
+#[test]
+fn revoke_closes_live_connections_with_1008_and_refuses_new() {
+    let s = Server::start(&[]);
+    s.grant("rt", "rita");
+    s.grant("other", "rita");
+    let mut w1 = s.ws_connect("rt");
+    let mut w2 = s.ws_connect("rt");
+    let mut w3 = s.ws_connect("other");
+    let r = s.control(json!({"op":"revoke","token":"rt"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(r["closed"], json!(2), "{r}");
+    assert_eq!(expect_close(&mut w1), 1008);
+    assert_eq!(expect_close(&mut w2), 1008);
+    assert_401(&s, "rt");
+    // the same user's connection with another token is untouched
+    let r = s.push(&["rita"], json!("still"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut w3)["content"], json!("still"));
+    s.wait_connections(1);
+}
+
+#[test]
+fn revoke_token_from_tokens_file() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"filetok": "fred"}));
+    let s = Server::start_in(dir, &["--tokens", &p]);
+    let mut ws = s.ws_connect("filetok");
+    let r = s.control(json!({"op":"revoke","token":"filetok"}));
+    assert_eq!(r["closed"], json!(1), "{r}");
+    assert_eq!(expect_close(&mut ws), 1008);
+    assert_401(&s, "filetok");
+}
+
+#[test]
+fn revoke_without_connections_closes_zero() {
+    let s = Server::start(&[]);
+    s.grant("idle", "ida");
+    let r = s.control(json!({"op":"revoke","token":"idle"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(r["closed"], json!(0), "{r}");
+    assert_401(&s, "idle");
+}
+
+#[test]
+fn regrant_after_revoke_works() {
+    let s = Server::start(&[]);
+    s.grant("t", "u");
+    s.control(json!({"op":"revoke","token":"t"}));
+    assert_401(&s, "t");
+    s.grant("t", "v");
+    let mut ws = s.ws_connect("t");
+    let r = s.push(&["v"], json!("regranted"));
+    assert_eq!(r["delivered"], json!(1));
+    assert_eq!(recv_json(&mut ws)["content"], json!("regranted"));
+}
+
+#[test]
+fn sighup_reloads_tokens_file() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"keep": "alice", "gone": "bob"}));
+    let path = std::path::PathBuf::from(&p);
+    let s = Server::start_in(dir, &["--tokens", &p]);
+    let mut keep = s.ws_connect("keep");
+    let mut gone = s.ws_connect("gone");
+    assert_401(&s, "added");
+
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(&json!({"keep": "alice", "added": "carol"})).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    s.sighup();
+
+    // removed token: live connection closed with 1008, new connects 401
+    assert_eq!(expect_close(&mut gone), 1008);
+    wait_accepted(&s, "added");
+    assert_401(&s, "gone");
+
+    // the kept token's connection is still alive and new connects work
+    let r = s.push(&["alice"], json!("after reload"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut keep)["content"], json!("after reload"));
+    let _k2 = s.ws_connect("keep");
+    let mut c = s.ws_connect("added");
+    // keep, keep, added (the probe connections of wait_accepted are gone)
+    s.wait_connections(3);
+    let r = s.push(&["carol"], json!("carol here"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut c)["content"], json!("carol here"));
+}
+
+#[test]
+fn sighup_with_broken_file_keeps_running() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"keep": "alice"}));
+    let s = Server::start_in(dir, &["--tokens", &p]);
+    let mut keep = s.ws_connect("keep");
+    std::fs::write(&p, b"{ this is not json").unwrap();
+    s.sighup();
+    // server survives, answers control, old tokens still valid
+    std::thread::sleep(Duration::from_millis(300));
+    let st = s.stats();
+    assert_eq!(st["connections"], json!(1), "{st}");
+    let r = s.push(&["alice"], json!("ok"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut keep)["content"], json!("ok"));
+    wait_accepted(&s, "keep");
+}
+
+#[test]
+fn revoke_is_immediate_for_new_connects() {
+    // revoke is immediate: the very next connect is refused
+    let s = Server::start(&[]);
+    s.grant("x", "y");
+    wait_accepted(&s, "x");
+    s.control(json!({"op":"revoke","token":"x"}));
+    wait_refused(&s, "x");
+    assert_401(&s, "x");
+}
