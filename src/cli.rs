@@ -151,9 +151,10 @@ pub struct ServeArgs {
     /// Most connections per user; beyond it the oldest is closed (1008). 0 = no limit.
     #[arg(long, env = "WSPUSH_MAX_CONNS_PER_USER", default_value_t = 0)]
     pub max_conns_per_user: usize,
-    /// Largest client message in bytes (bigger: close 1009).
-    #[arg(long, env = "WSPUSH_MAX_MESSAGE_SIZE", default_value_t = 65536)]
-    pub max_message_size: usize,
+    /// Largest client message in bytes (bigger: close 1009). Default 65536,
+    /// or 16 MiB with --echo.
+    #[arg(long, env = "WSPUSH_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
     /// Unsent bytes a connection may queue before it is closed as a slow consumer (4000).
     #[arg(long, env = "WSPUSH_MAX_OUTBOUND", default_value_t = 1 << 20)]
     pub max_outbound: usize,

@@ -345,3 +345,20 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// The slab entry is most of an idle connection's user-space memory
+    /// (DESIGN.md §7 budget: 512 B per idle connection, all included).
+    #[test]
+    fn an_idle_connection_stays_small() {
+        let entry = std::mem::size_of::<Option<Conn>>();
+        println!(
+            "Conn {} B, slab entry {entry} B",
+            std::mem::size_of::<Conn>()
+        );
+        assert!(entry <= 192, "slab entry grew to {entry} B");
+    }
+}

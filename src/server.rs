@@ -61,7 +61,9 @@ const FD_RESERVE: usize = 32;
 const HANDSHAKE_SLACK: usize = 64;
 /// Size of the loop-wide read buffer every socket reads into.
 const SCRATCH: usize = 64 * 1024;
-/// Largest message `--echo` accepts (Autobahn case 9 sends 16 MiB).
+/// Largest client message unless `--max-message-size` says otherwise.
+const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+/// Largest message `--echo` accepts by default (Autobahn case 9 sends 16 MiB).
 const ECHO_MAX_MESSAGE: usize = 16 << 20;
 
 /// What a token refers to.
@@ -176,10 +178,10 @@ impl Server {
         };
         setup().map_err(|e| format!("cannot register with poll: {e}"))?;
         let started_unix_ms = unix_ms();
-        let max_message = if args.echo {
-            args.max_message_size.max(ECHO_MAX_MESSAGE)
-        } else {
-            args.max_message_size
+        let max_message = match args.max_message_size {
+            Some(explicit) => explicit,
+            None if args.echo => ECHO_MAX_MESSAGE,
+            None => DEFAULT_MAX_MESSAGE,
         };
         info!(
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",

@@ -166,15 +166,16 @@ fn server_pings_at_interval() {
 #[test]
 fn answered_server_pings_keep_connection_alive() {
     // A client that only answers pings (tungstenite does so automatically)
-    // is not idle: pongs are frames.
-    let s = Server::start(&["--idle-timeout", "2", "--ping-interval", "1"]);
+    // is not idle: pongs are frames. With 1 s timer granularity pings may
+    // come up to ~2 s apart, so the idle timeout is 3 s and we stay 7 s.
+    let s = Server::start(&["--idle-timeout", "3", "--ping-interval", "1"]);
     s.grant("tok", "alice");
     let mut ws = s.ws_connect("tok");
     ws.get_ref()
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
+    while start.elapsed() < Duration::from_secs(7) {
         match ws.read() {
             Ok(tungstenite::Message::Ping(_)) => {}
             Ok(m) => panic!("unexpected {m:?}"),

@@ -285,12 +285,7 @@ fn max_connections_gives_503() {
 
     // Free a slot: afterwards a new connection is accepted again.
     a.close(None).unwrap();
-    loop {
-        match a.read() {
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
+    while a.read().is_ok() {}
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match s.ws_try_connect_path("/push/tok1") {
@@ -359,4 +354,121 @@ fn banner_names_control_socket() {
         "{}",
         s.banner
     );
+}
+
+#[test]
+fn remaining_serve_flags_from_environment() {
+    let s = Server::start_opts(ServerOpts {
+        env: vec![
+            ("WSPUSH_MAX_CONNECTIONS".into(), "1".into()),
+            ("WSPUSH_MAX_MESSAGE_SIZE".into(), "1024".into()),
+            ("WSPUSH_CONTROL_MODE".into(), "640".into()),
+            ("WSPUSH_HANDSHAKE_TIMEOUT".into(), "1".into()),
+        ],
+        control_arg: false,
+        ..Default::default()
+    });
+    // WSPUSH_CONTROL
+    assert!(
+        s.control_path.exists(),
+        "control socket not at WSPUSH_CONTROL path"
+    );
+    // WSPUSH_CONTROL_MODE
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&s.control_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640, "mode {mode:o}");
+    s.grant("tok1", "alice");
+    // WSPUSH_HANDSHAKE_TIMEOUT
+    let mut t = TcpStream::connect(s.addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let mut buf = Vec::new();
+    let _ = t.read_to_end(&mut buf);
+    assert_eq!(
+        parse_response(&String::from_utf8_lossy(&buf)).status,
+        408,
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // WSPUSH_MAX_CONNECTIONS (the timed-out socket above is gone by now)
+    let mut raw = s.raw_ws("/push/tok1");
+    let r = s.http(upgrade_request("/push/tok1", &[], &[]).as_bytes());
+    assert_eq!(r.status, 503, "{:?}", r.raw);
+    // WSPUSH_MAX_MESSAGE_SIZE
+    raw.send_text(&"z".repeat(2000));
+    assert_eq!(raw.expect_close(), 1009);
+}
+
+#[test]
+fn connection_header_token_list_and_case_insensitive_values() {
+    // Browsers send "Connection: keep-alive, Upgrade" and may capitalise "WebSocket".
+    let s = server_with_token();
+    let req = upgrade_request(
+        "/push/tok1",
+        &["Connection", "Upgrade"],
+        &[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ],
+    );
+    let r = s.http(req.as_bytes());
+    assert_eq!(r.status, 101, "{:?}", r.raw);
+    assert_eq!(r.header("sec-websocket-accept"), Some(WS_ACCEPT));
+}
+
+#[test]
+fn request_head_arriving_in_pieces_is_accepted() {
+    let s = server_with_token();
+    let req = upgrade_request("/push/tok1", &[], &[]);
+    let mut t = TcpStream::connect(s.addr).unwrap();
+    t.set_nodelay(true).unwrap();
+    t.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    for chunk in req.as_bytes().chunks(7) {
+        t.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut buf = Vec::new();
+    let r = read_http_response(&mut t, &mut buf);
+    assert_eq!(r.status, 101, "{:?}", r.raw);
+}
+
+#[test]
+fn request_head_under_8k_is_accepted() {
+    let s = server_with_token();
+    let pad = "a".repeat(7 * 1024);
+    let req = upgrade_request("/push/tok1", &[], &[("X-Pad", &pad)]);
+    assert!(req.len() < 8 * 1024);
+    let r = s.http(req.as_bytes());
+    assert_eq!(r.status, 101, "{:?}", &r.raw[..r.raw.len().min(300)]);
+}
+
+#[test]
+fn error_answers_close_the_connection() {
+    // After a 4xx answer the server closes the TCP connection.
+    let s = server_with_token();
+    for req in [
+        upgrade_request("/push/unknown", &[], &[]),
+        upgrade_request("/elsewhere", &[], &[]),
+        "GET /push/tok1 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+    ] {
+        let mut t = TcpStream::connect(s.addr).unwrap();
+        t.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        t.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let start = Instant::now();
+        match t.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!(
+                "connection not closed after {:?}: {e}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+        assert!(start.elapsed() < Duration::from_secs(3));
+        let r = parse_response(&String::from_utf8_lossy(&buf));
+        assert!((400..500).contains(&r.status), "{:?}", r.raw);
+    }
 }

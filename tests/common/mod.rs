@@ -52,6 +52,8 @@ pub struct ServerOpts {
     pub control_path: Option<PathBuf>,
     /// Pass `--listen 127.0.0.1:0` (default true).
     pub listen_arg: bool,
+    /// Pass `--control PATH` (default true); when false, WSPUSH_CONTROL is set instead.
+    pub control_arg: bool,
 }
 
 impl Default for ServerOpts {
@@ -62,6 +64,7 @@ impl Default for ServerOpts {
             dir: None,
             control_path: None,
             listen_arg: true,
+            control_arg: true,
         }
     }
 }
@@ -103,7 +106,11 @@ impl Server {
         if opts.listen_arg {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.arg("--control").arg(&control_path);
+        if opts.control_arg {
+            cmd.arg("--control").arg(&control_path);
+        } else {
+            cmd.env("WSPUSH_CONTROL", &control_path);
+        }
         cmd.args(&opts.args);
         cmd.env("RUST_LOG", "debug");
         for (k, v) in &opts.env {
@@ -629,12 +636,12 @@ pub fn read_http_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> HttpResponse 
     }
     let clen: Option<usize> = head.header("content-length").and_then(|v| v.parse().ok());
     loop {
-        if let Some(cl) = clen {
-            if buf.len() >= head_end + cl {
-                let raw = String::from_utf8_lossy(&buf[..head_end + cl]).to_string();
-                buf.drain(..head_end + cl);
-                return parse_response(&raw);
-            }
+        if let Some(cl) = clen
+            && buf.len() >= head_end + cl
+        {
+            let raw = String::from_utf8_lossy(&buf[..head_end + cl]).to_string();
+            buf.drain(..head_end + cl);
+            return parse_response(&raw);
         }
         match s.read(&mut tmp) {
             Ok(0) | Err(_) => break,
@@ -893,6 +900,14 @@ impl RawWs {
         match self.try_read_frame() {
             Ok(Some(f)) => f,
             Ok(None) => panic!("connection closed (EOF) while expecting a frame"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("no frame arrived within the read timeout ({e})")
+            }
             Err(e) => panic!("error while expecting a frame: {e}"),
         }
     }
@@ -917,13 +932,11 @@ impl RawWs {
 
     /// After the close handshake the server must close TCP: expect EOF (or reset).
     pub fn expect_eof(&mut self) {
-        loop {
-            match self.try_read_frame() {
-                Ok(None) => return,
-                Ok(Some(f)) => panic!("expected EOF, got frame {f:?}"),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
-                Err(e) => panic!("expected EOF, got error {e}"),
-            }
+        match self.try_read_frame() {
+            Ok(None) => {}
+            Ok(Some(f)) => panic!("expected EOF, got frame {f:?}"),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected EOF, got error {e}"),
         }
     }
 
