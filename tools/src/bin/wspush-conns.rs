@@ -9,7 +9,7 @@
 //!
 //! Tokens `bench-{i}` for users `bench-{i}` are granted over the control
 //! socket first (one user per connection: the worst case for the server's
-//! per-user tables). `hold SECS` prints the server's `stats` and sleeps.
+//! per-user tables); `--shared` uses one token and user for all. `hold SECS` prints the server's `stats` and sleeps.
 //! `fanout ROUNDS` pushes one broadcast per round and prints, per round, the
 //! time from writing the push request to the last connection receiving its
 //! frame, as JSON lines. The loop is bounded: every wait has a deadline.
@@ -28,6 +28,9 @@ struct Opts {
     count: usize,
     mode: String,
     arg: u64,
+    /// All connections use one token and one user (isolates the cost of a
+    /// connection from the cost of a user and a token).
+    shared: bool,
 }
 
 fn parse() -> Opts {
@@ -38,6 +41,7 @@ fn parse() -> Opts {
         count: 1000,
         mode: "hold".into(),
         arg: 10,
+        shared: false,
     };
     let mut rest = Vec::new();
     while let Some(a) = args.next() {
@@ -50,9 +54,10 @@ fn parse() -> Opts {
             }
             "--control" => o.control = args.next().expect("--control PATH"),
             "--count" => o.count = args.next().and_then(|v| v.parse().ok()).expect("--count N"),
+            "--shared" => o.shared = true,
             "-h" | "--help" => {
                 eprintln!(
-                    "usage: wspush-conns [--addr A] [--control PATH] [--count N] (hold SECS | fanout ROUNDS)"
+                    "usage: wspush-conns [--addr A] [--control PATH] [--count N] [--shared] (hold SECS | fanout ROUNDS)"
                 );
                 std::process::exit(0);
             }
@@ -127,16 +132,21 @@ fn upgrade(addr: SocketAddr, token: &str) -> TcpStream {
 fn main() {
     let o = parse();
     let mut control = Control::open(&o.control);
-    let grants: Vec<Value> = (0..o.count)
-        .map(|i| json!({"op":"grant","token":format!("bench-{i}"),"user":format!("bench-{i}")}))
+    let token = |i: usize| {
+        if o.shared {
+            "bench-shared".to_string()
+        } else {
+            format!("bench-{i}")
+        }
+    };
+    let grants: Vec<Value> = (0..if o.shared { 1 } else { o.count })
+        .map(|i| json!({"op":"grant","token":token(i),"user":token(i)}))
         .collect();
     for chunk in grants.chunks(1000) {
         control.batch(chunk);
     }
     let started = Instant::now();
-    let streams: Vec<TcpStream> = (0..o.count)
-        .map(|i| upgrade(o.addr, &format!("bench-{i}")))
-        .collect();
+    let streams: Vec<TcpStream> = (0..o.count).map(|i| upgrade(o.addr, &token(i))).collect();
     let connect_s = started.elapsed().as_secs_f64();
     let stats = control.batch(&[json!({"op":"stats"})]).remove(0);
     println!(
