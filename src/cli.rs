@@ -31,6 +31,16 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Push a message to users, or to every online client when no --user is given.
     Send(SendArgs),
+    /// Push a message to every connection subscribed to a topic.
+    Publish(PublishArgs),
+    /// Stop a delayed or periodic push.
+    Cancel(IdArgs),
+    /// List message records (needs --mailbox on the server).
+    Messages(MessagesArgs),
+    /// Delete a message's records; a held message is then never sent.
+    Delete(IdArgs),
+    /// Stream online, offline and upstream-message events as JSON lines until interrupted.
+    Events(ControlArg),
     /// List connected clients.
     Clients(ClientsArgs),
     /// Print server counters (connections, users, messages, bytes, evictions).
@@ -64,6 +74,75 @@ pub struct SendArgs {
     pub kind: Option<i64>,
     /// The content: parsed as JSON when it is valid JSON, else sent as a string.
     pub content: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub extra: PushOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// Options shared by `send` and `publish`.
+#[derive(Debug, Args)]
+pub struct PushOptions {
+    /// Latest-value key: replaces an unsent message with the same key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Send once, after this many seconds.
+    #[arg(long)]
+    pub delay: Option<u64>,
+    /// Send every this many seconds (after --delay, or one period from now).
+    #[arg(long)]
+    pub every: Option<u64>,
+}
+
+/// `wspush publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The topic; every connection subscribed to it receives the message.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// Optional title field of the envelope.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Optional numeric type field of the envelope.
+    #[arg(long = "type")]
+    pub kind: Option<i64>,
+    /// The content: parsed as JSON when it is valid JSON, else sent as a string.
+    pub content: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub extra: PushOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush cancel` / `wspush delete`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The messageId (for cancel: the one the scheduling reply gave).
+    pub message_id: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush messages`.
+#[derive(Debug, Args)]
+pub struct MessagesArgs {
+    /// Only this user's records.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Only records in this status: delivered, held or expired.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Records after this seq (the previous page's `next`).
+    #[arg(long)]
+    pub after: Option<u64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub control: ControlArg,
@@ -165,6 +244,24 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// Messages held per offline user (and history kept for `?since=`); 0 = off.
+    #[arg(long, env = "WSPUSH_MAILBOX", default_value_t = 0)]
+    pub mailbox: usize,
+    /// Seconds a held message is kept before it expires.
+    #[arg(long, env = "WSPUSH_MAILBOX_TTL", default_value_t = 3600)]
+    pub mailbox_ttl: u64,
+    /// Total bytes the mailbox may hold (oldest records go first).
+    #[arg(long, env = "WSPUSH_MAILBOX_BYTES", default_value_t = 64 << 20)]
+    pub mailbox_bytes: usize,
+    /// Directory where held messages, the seq counter and scheduled jobs survive restarts.
+    #[arg(long, env = "WSPUSH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Topics one connection may subscribe to.
+    #[arg(long, env = "WSPUSH_MAX_TOPICS", default_value_t = 64)]
+    pub max_topics: usize,
+    /// Delayed and periodic pushes pending at once.
+    #[arg(long, env = "WSPUSH_MAX_JOBS", default_value_t = 10_000)]
+    pub max_jobs: usize,
     /// Testing only (Autobahn): echo client messages back; allows 16 MiB messages.
     #[arg(long, env = "WSPUSH_ECHO")]
     pub echo: bool,

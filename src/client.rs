@@ -8,25 +8,39 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Command, TokenCommand};
+use crate::cli::{Command, PushOptions, TokenCommand};
 
 /// Turn a client subcommand into a request, send it, print the reply.
 pub fn run(command: Command) -> Result<(), String> {
     let (path, request) = match command {
         Command::Serve(_) => return Err("serve is not a client command".into()),
         Command::Send(a) => {
-            // Content is JSON when it parses as JSON, else a plain string.
-            let content =
-                serde_json::from_str::<Value>(&a.content).unwrap_or(Value::String(a.content));
-            let mut req = json!({ "op": "push", "users": a.users, "content": content });
-            if let Some(title) = a.title {
-                req["title"] = json!(title);
-            }
-            if let Some(kind) = a.kind {
-                req["type"] = json!(kind);
-            }
-            (a.control.control, req)
+            let req = json!({ "op": "push", "users": a.users });
+            (
+                a.control.control,
+                message(req, a.content, a.title, a.kind, a.extra),
+            )
         }
+        Command::Publish(a) => {
+            let req = json!({ "op": "publish", "topic": a.topic });
+            (
+                a.control.control,
+                message(req, a.content, a.title, a.kind, a.extra),
+            )
+        }
+        Command::Cancel(a) => (
+            a.control.control,
+            json!({ "op": "cancel", "messageId": a.message_id }),
+        ),
+        Command::Delete(a) => (
+            a.control.control,
+            json!({ "op": "delete", "messageId": a.message_id }),
+        ),
+        Command::Messages(a) => (
+            a.control.control,
+            json!({ "op": "messages", "user": a.user, "status": a.status, "limit": a.limit, "after": a.after }),
+        ),
+        Command::Events(a) => return stream_events(&a.control),
         Command::Clients(a) => (
             a.control.control,
             json!({ "op": "clients", "user": a.user }),
@@ -58,6 +72,56 @@ pub fn run(command: Command) -> Result<(), String> {
             .unwrap_or("request failed")
             .to_string())
     }
+}
+
+/// Fill in a push/publish request's content and optional fields.
+fn message(
+    mut req: Value,
+    content: String,
+    title: Option<String>,
+    kind: Option<i64>,
+    extra: PushOptions,
+) -> Value {
+    // Content is JSON when it parses as JSON, else a plain string.
+    req["content"] = serde_json::from_str::<Value>(&content).unwrap_or(Value::String(content));
+    let optional = [
+        ("title", title.map(Value::from)),
+        ("type", kind.map(Value::from)),
+        ("key", extra.key.map(Value::from)),
+        ("delay", extra.delay.map(Value::from)),
+        ("every", extra.every.map(Value::from)),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            req[name] = value;
+        }
+    }
+    req
+}
+
+/// `wspush events`: ask for the stream and copy it to stdout line by line.
+fn stream_events(path: &Path) -> Result<(), String> {
+    let mut stream = connect(path)?;
+    stream
+        .write_all(b"{\"op\":\"events\"}\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(|e| format!("read: {e}"))?;
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))?;
+    }
+    Ok(())
+}
+
+fn connect(path: &Path) -> Result<UnixStream, String> {
+    UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot connect to {} (is `wspush serve` running?): {e}",
+            path.display()
+        )
+    })
 }
 
 /// Send one request over a fresh connection and return the parsed reply.

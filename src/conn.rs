@@ -9,6 +9,7 @@
 //! only when the socket pushes back, in a [`Backlog`] box.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use mio::net::TcpStream;
 
@@ -75,6 +76,8 @@ pub struct Conn {
     pub input: Option<Box<Input>>,
     /// `?device=` or the User-Agent, for `clients`.
     pub device: Option<Box<str>>,
+    /// Subscribed topics, in subscription order; absent when none.
+    pub topics: Option<Box<Vec<Rc<str>>>>,
 }
 
 impl Conn {
@@ -98,6 +101,7 @@ impl Conn {
             backlog: None,
             input: None,
             device: None,
+            topics: None,
         }
     }
 

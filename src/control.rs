@@ -13,7 +13,7 @@
 use std::io::{self, Read, Write};
 
 use mio::net::UnixStream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Longest request line, newline excluded.
@@ -21,22 +21,71 @@ pub const MAX_LINE: usize = 1 << 20;
 /// Unsent reply bytes at which the server stops reading a control client.
 pub const MAX_PENDING_REPLIES: usize = 1 << 20;
 
+/// What a push, a publish or a scheduled job sends, and to whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Recipients; empty with no topic means every online client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// For `publish`: every connection subscribed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The producer's JSON value, sent as the envelope's `content`.
+    pub content: Value,
+    /// Optional envelope title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Optional envelope type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<i64>,
+    /// Latest-value key: replaces an unsent message with the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// When to send: now, once later, or periodically.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Schedule {
+    /// Seconds before the first run.
+    pub delay: Option<u64>,
+    /// Seconds between runs.
+    pub every: Option<u64>,
+}
+
+impl Schedule {
+    /// Whether this is a scheduled (not immediate) send.
+    pub fn is_scheduled(&self) -> bool {
+        self.delay.is_some() || self.every.is_some()
+    }
+}
+
 /// One request, as the `op` field names it.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     /// Push to users (or every online client when `users` is absent/empty).
     Push {
-        /// Recipients; empty means broadcast.
-        #[serde(default)]
-        users: Vec<String>,
-        /// The producer's JSON value, sent as the envelope's `content`.
-        content: Value,
-        /// Optional envelope title.
-        title: Option<String>,
-        /// Optional envelope type.
-        #[serde(rename = "type")]
-        kind: Option<i64>,
+        /// Recipients, content and envelope fields.
+        #[serde(flatten)]
+        message: Message,
+        /// `delay` / `every`.
+        #[serde(flatten)]
+        schedule: Schedule,
+    },
+    /// Push to every connection subscribed to a topic.
+    Publish {
+        /// Topic, content and envelope fields (`users` is ignored).
+        #[serde(flatten)]
+        message: Message,
+        /// `delay` / `every`.
+        #[serde(flatten)]
+        schedule: Schedule,
+    },
+    /// Stop a delayed or periodic push.
+    Cancel {
+        /// The id the scheduling reply gave.
+        #[serde(rename = "messageId")]
+        message_id: String,
     },
     /// List connections, optionally of one user.
     Clients {
@@ -64,6 +113,25 @@ pub enum Request {
         /// One connection, by the `id` `clients` shows.
         connection: Option<u64>,
     },
+    /// Message records (mailbox), oldest first.
+    Messages {
+        /// Only this user's records.
+        user: Option<String>,
+        /// Only records in this status: delivered, held, expired.
+        status: Option<String>,
+        /// Page size (default 100, at most 1000).
+        limit: Option<usize>,
+        /// Only records with a larger seq (the previous page's `next`).
+        after: Option<u64>,
+    },
+    /// Delete a message's records (a held message is then never sent).
+    Delete {
+        /// The message.
+        #[serde(rename = "messageId")]
+        message_id: String,
+    },
+    /// Turn this connection into a stream of events.
+    Events {},
 }
 
 /// Parse one request line. The `id` is returned even when the request is
@@ -271,7 +339,11 @@ mod tests {
     fn requests_parse_and_errors_keep_the_id() {
         let (id, req) = parse(br#"{"op":"push","users":["a"],"content":{"x":1},"id":7}"#);
         assert_eq!(id, Some(json!(7)));
-        assert!(matches!(req, Ok(Request::Push { users, .. }) if users == ["a"]));
+        assert!(matches!(req, Ok(Request::Push { message, .. }) if message.users == ["a"]));
+        let (_, req) = parse(br#"{"op":"publish","topic":"t","content":1,"every":5,"key":"k"}"#);
+        assert!(matches!(req, Ok(Request::Publish { message, schedule })
+            if message.topic.as_deref() == Some("t") && schedule.every == Some(5) && message.key.as_deref() == Some("k")));
+        assert!(parse(br#"{"op":"push","content":1,"delay":-1}"#).1.is_err());
         let (id, req) = parse(br#"{"op":"nope","id":"x"}"#);
         assert_eq!(id, Some(json!("x")));
         assert!(req.unwrap_err().contains("unknown variant"));

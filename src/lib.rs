@@ -12,7 +12,14 @@
 //! - `server`: the event loop, accept paths, signals, timers, flushing.
 //! - `ws`: the WebSocket side of a connection: upgrade, frames, closing,
 //!   idle eviction and pings.
-//! - `ops`: control requests executed against the server state; `/metrics`.
+//! - `ops`: control requests executed against the server state, `events`
+//!   listeners, `/metrics`.
+//! - `delivery`: the envelope, fan-out to users, topics or everyone,
+//!   latest-value keys, the mailbox on push and connect, event lines.
+//! - `schedule`: delayed and periodic pushes on the timer wheel.
+//! - `persist`: restoring `--data-dir` at start and the compacted snapshot.
+//! - [`mailbox`]: held messages and per-user history, with their bounds.
+//! - [`store`]: the checksummed append-only log behind `--data-dir`.
 //! - [`conn`]: one connection's state and the inbound frame → message path.
 //! - [`handshake`]: the HTTP upgrade, on byte slices.
 //! - [`frame`]: the RFC 6455 frame codec.
@@ -29,11 +36,16 @@ pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod control;
+mod delivery;
 pub mod frame;
 pub mod handshake;
+pub mod mailbox;
 mod ops;
 pub mod outbox;
+mod persist;
+mod schedule;
 pub mod server;
+pub mod store;
 pub mod tokens;
 pub mod users;
 pub mod wheel;

@@ -1,35 +1,26 @@
-//! Executing control requests (DESIGN.md §5) against the server state, and
-//! the `/metrics` page that shares the same counters.
+//! Executing control requests (DESIGN.md §5) against the server state, the
+//! `events` listeners, and the `/metrics` page that shares the counters.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use log::debug;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::conn::Phase;
-use crate::control::{self, Fill, Line, MAX_PENDING_REPLIES, Request};
-use crate::frame::{self, OpCode};
-use crate::server::Server;
+use crate::control::{self, Fill, Line, MAX_PENDING_REPLIES, Message, Request, Schedule};
+use crate::mailbox::Status;
 
-/// The JSON object every push delivers (DESIGN.md §4).
-#[derive(Serialize)]
-struct Envelope<'a> {
-    #[serde(rename = "messageId")]
-    message_id: &'a str,
-    seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    title: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<i64>,
-    content: &'a Value,
-    ts: u64,
-}
+/// Unsent event bytes after which a listener is cut off.
+pub const MAX_EVENT_BACKLOG: usize = 1 << 20;
+/// Default and largest page of `messages`.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 impl Server {
     /// Readiness on control connection `key`: flush replies, read requests,
     /// execute complete lines while the unsent replies stay under the bound.
+    /// Replies are queued, and flushed at the end of the turn once the log
+    /// is synced.
     pub(crate) fn ctrl_ready(&mut self, key: usize) {
         loop {
             let Some(ctrl) = self.ctrls.get_mut(key) else {
@@ -42,24 +33,26 @@ impl Server {
                 Ok(fill) => fill,
                 Err(_) => return self.drop_ctrl(key),
             };
+            let listening = self.listeners.contains(&key);
             while self.ctrls[key].pending_replies() < MAX_PENDING_REPLIES {
                 let Some(line) = self.ctrls[key].next_line() else {
                     break;
                 };
+                if listening {
+                    continue; // a stream of events takes no more requests
+                }
                 let reply = match line {
-                    Line::Request(request) => self.execute(&request),
+                    Line::Request(request) => self.execute(key, &request),
                     Line::TooLong => control::error(None, "line longer than 1 MiB refused"),
                 };
                 self.ctrls[key].queue(&reply);
+                self.ctrl_dirty.push(key);
             }
-            let ctrl = &mut self.ctrls[key];
-            if ctrl.flush().is_err() {
-                return self.drop_ctrl(key);
-            }
+            let ctrl = &self.ctrls[key];
             match fill {
                 Fill::WouldBlock => return,
                 Fill::Eof => {
-                    if ctrl.pending_replies() == 0 {
+                    if ctrl.pending_replies() == 0 && !self.ctrl_dirty.contains(&key) {
                         self.drop_ctrl(key);
                     }
                     return;
@@ -70,30 +63,66 @@ impl Server {
         }
     }
 
+    /// Write a control connection's queued replies (end of turn).
+    pub(crate) fn flush_ctrl(&mut self, key: usize) {
+        let Some(ctrl) = self.ctrls.get_mut(key) else {
+            return;
+        };
+        if ctrl.flush().is_err() || (ctrl.eof && ctrl.pending_replies() == 0) {
+            self.drop_ctrl(key);
+        }
+    }
+
+    /// Queue an event line to a listener; cut it off once it lags too far.
+    pub(crate) fn queue_event(&mut self, key: usize, line: &[u8]) {
+        let ctrl = &mut self.ctrls[key];
+        if ctrl.pending_replies() + line.len() > MAX_EVENT_BACKLOG {
+            debug!("control {key}: events listener too slow, disconnecting");
+            ctrl.queue(b"{\"event\":\"error\",\"error\":\"listener too slow: events dropped, disconnecting\"}\n");
+            let _ = ctrl.flush();
+            return self.drop_ctrl(key);
+        }
+        ctrl.queue(line);
+        self.ctrl_dirty.push(key);
+    }
+
     /// Execute one request line; returns the reply line.
-    fn execute(&mut self, line: &[u8]) -> Vec<u8> {
+    fn execute(&mut self, key: usize, line: &[u8]) -> Vec<u8> {
         let (id, request) = control::parse(line);
         let result = match request {
-            Ok(request) => self.apply(request),
+            Ok(request) => self.apply(key, request),
             Err(e) => Err(e),
         };
         match result {
             Ok(fields) => control::ok(id, fields),
             Err(e) => {
-                debug!("control: refused request: {e}");
+                debug!("control {key}: refused request: {e}");
                 control::error(id, &e)
             }
         }
     }
 
-    fn apply(&mut self, request: Request) -> Result<Value, String> {
+    fn apply(&mut self, key: usize, request: Request) -> Result<Value, String> {
         match request {
             Request::Push {
-                users,
-                content,
-                title,
-                kind,
-            } => Ok(self.push(&users, &content, title.as_deref(), kind)),
+                mut message,
+                schedule,
+            } => {
+                message.topic = None;
+                self.send_or_schedule(message, schedule)
+            }
+            Request::Publish {
+                mut message,
+                schedule,
+            } => {
+                match &message.topic {
+                    Some(t) if !t.is_empty() && t.len() <= crate::delivery::MAX_TOPIC => {}
+                    _ => return Err("publish needs a \"topic\" of 1 to 128 bytes".into()),
+                }
+                message.users.clear();
+                self.send_or_schedule(message, schedule)
+            }
+            Request::Cancel { message_id } => Ok(json!({ "cancelled": self.cancel(&message_id) })),
             Request::Clients { user } => Ok(self.clients(user.as_deref())),
             Request::Stats {} => Ok(self.stats_json()),
             Request::Grant { token, user } => {
@@ -104,84 +133,102 @@ impl Server {
                 Some(tag) => Ok(json!({ "closed": self.close_token(tag) })),
                 None => Err("unknown token".into()),
             },
-            Request::Kick { user, connection } => {
-                let keys: Vec<usize> = match (user, connection) {
-                    (Some(user), None) => match self.users.find(&user) {
-                        Some(index) => self.users.connections(index, &self.conns),
-                        None => Vec::new(),
-                    },
-                    (None, Some(id)) => self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.serial == id && c.phase == Phase::Open)
-                        .map(|(k, _)| k)
-                        .collect(),
-                    _ => return Err("kick takes exactly one of \"user\" and \"connection\"".into()),
-                };
-                for &key in &keys {
-                    self.start_close(key, 1008, "kicked");
+            Request::Kick { user, connection } => self.kick(user, connection),
+            Request::Messages {
+                user,
+                status,
+                limit,
+                after,
+            } => self.messages(user.as_deref(), status.as_deref(), limit, after),
+            Request::Delete { message_id } => {
+                Ok(json!({ "deleted": self.mailbox.delete(&message_id) })).inspect(|_| {
+                    if let Some(store) = &mut self.store {
+                        store.append(&crate::store::Entry::Del {
+                            id: message_id.clone(),
+                        });
+                    }
+                })
+            }
+            Request::Events {} => {
+                if !self.listeners.contains(&key) {
+                    self.listeners.push(key);
                 }
-                self.stats.kicked += keys.len() as u64;
-                Ok(json!({ "closed": keys.len() }))
+                Ok(json!({}))
             }
         }
     }
 
-    /// Encode the envelope once, as one frame, and queue it to every
-    /// recipient: O(1) allocations however many connections receive it.
-    fn push(
-        &mut self,
-        users: &[String],
-        content: &Value,
-        title: Option<&str>,
-        kind: Option<i64>,
-    ) -> Value {
-        self.seq += 1;
-        let message_id = format!("{}-{}", self.id_prefix, self.seq);
-        let envelope = Envelope {
-            message_id: &message_id,
-            seq: self.seq,
-            title,
-            kind,
-            content,
-            ts: self.unix_ms(self.now),
-        };
-        let payload = serde_json::to_vec(&envelope).expect("an envelope always serialises");
-        let mut bytes = Vec::with_capacity(frame::header_len(payload.len()) + payload.len());
-        frame::write_header(OpCode::Text, payload.len(), &mut bytes);
-        bytes.extend_from_slice(&payload);
-        let size = bytes.len() as u64;
-        let shared = self.turn.add(bytes.into());
-        let mut delivered = 0usize;
-        let mut enqueue = |key: usize, server: &mut Server| {
-            let conn = &mut server.conns[key];
-            if conn.wants_pushes() {
-                server.turn.enqueue(key, &mut conn.chain, shared);
-                delivered += 1;
-            }
-        };
-        if users.is_empty() {
-            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                enqueue(key, self);
-            }
-        } else {
-            let mut seen = HashSet::with_capacity(users.len());
-            for name in users {
-                if !seen.insert(name.as_str()) {
-                    continue;
-                }
-                if let Some(index) = self.users.find(name) {
-                    for key in self.users.connections(index, &self.conns) {
-                        enqueue(key, self);
-                    }
-                }
-            }
+    fn send_or_schedule(&mut self, message: Message, schedule: Schedule) -> Result<Value, String> {
+        if schedule.is_scheduled() {
+            return self.schedule(message, schedule);
         }
-        self.stats.pushes += 1;
-        self.stats.messages_out += delivered as u64;
-        self.stats.bytes_out += size * delivered as u64;
-        json!({ "messageId": message_id, "seq": self.seq, "delivered": delivered, "queued": 0 })
+        let report = self.deliver(&message, None);
+        let mut reply = json!({ "messageId": report.message_id, "seq": report.seq, "delivered": report.delivered });
+        if message.topic.is_none() {
+            reply["queued"] = json!(report.queued);
+        }
+        Ok(reply)
+    }
+
+    fn kick(&mut self, user: Option<String>, connection: Option<u64>) -> Result<Value, String> {
+        let keys: Vec<usize> = match (user, connection) {
+            (Some(user), None) => match self.users.find(&user) {
+                Some(index) => self.users.connections(index, &self.conns),
+                None => Vec::new(),
+            },
+            (None, Some(id)) => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.serial == id && c.phase == Phase::Open)
+                .map(|(k, _)| k)
+                .collect(),
+            _ => return Err("kick takes exactly one of \"user\" and \"connection\"".into()),
+        };
+        for &key in &keys {
+            self.start_close(key, 1008, "kicked");
+        }
+        self.stats.kicked += keys.len() as u64;
+        Ok(json!({ "closed": keys.len() }))
+    }
+
+    fn messages(
+        &self,
+        user: Option<&str>,
+        status: Option<&str>,
+        limit: Option<usize>,
+        after: Option<u64>,
+    ) -> Result<Value, String> {
+        let status = match status {
+            None => None,
+            Some(name) => {
+                Some(Status::parse(name).ok_or("status must be delivered, held or expired")?)
+            }
+        };
+        let limit = limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+        // One more than asked tells whether there is a next page.
+        let mut page = self
+            .mailbox
+            .list(user, status, after.unwrap_or(0), limit + 1);
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = if more {
+            page.last().map(|(_, r)| r.seq)
+        } else {
+            None
+        };
+        let list: Vec<Value> = page
+            .into_iter()
+            .map(|(user, r)| {
+                json!({
+                    "messageId": &*r.message_id,
+                    "seq": r.seq,
+                    "user": &*user,
+                    "status": r.status.name(),
+                    "ts": r.ts,
+                })
+            })
+            .collect();
+        Ok(json!({ "messages": list, "next": next }))
     }
 
     fn clients(&self, user: Option<&str>) -> Value {
@@ -194,6 +241,11 @@ impl Server {
                 if user.is_some_and(|u| u != &**name) {
                     return None;
                 }
+                let topics: Vec<&str> = c
+                    .topics
+                    .iter()
+                    .flat_map(|l| l.iter().map(|t| &**t))
+                    .collect();
                 Some(json!({
                     "user": &**name,
                     "id": c.serial,
@@ -202,7 +254,7 @@ impl Server {
                     "connected_at": self.unix_ms(c.connected_ms),
                     "last_seen": self.unix_ms(c.last_read_ms),
                     "subscribed": c.subscribed,
-                    "topics": [],
+                    "topics": topics,
                 }))
             })
             .collect();
@@ -216,6 +268,7 @@ impl Server {
             "handshaking": self.conns.iter().filter(|(_, c)| c.phase == Phase::Handshake).count(),
             "users": self.users.len(),
             "tokens": self.tokens.len(),
+            "topics": self.topics.len(),
             "upgrades": s.upgrades,
             "rejected": s.rejected,
             "pushes": s.pushes,
@@ -227,7 +280,12 @@ impl Server {
             "evictions": s.idle_evictions,
             "slow_consumers": s.slow_consumers,
             "kicked": s.kicked,
-            "mailbox": 0,
+            "mailbox": self.mailbox.held(),
+            "mailbox_bytes": self.mailbox.bytes(),
+            "mailbox_evicted": self.mailbox.evicted,
+            "mailbox_expired": self.mailbox.expired,
+            "jobs": self.job_count(),
+            "listeners": self.listeners.len(),
             "uptime": self.uptime(),
         })
     }
@@ -247,6 +305,9 @@ impl Server {
             ("bytes_out_total", "counter", s.bytes_out),
             ("idle_evictions_total", "counter", s.idle_evictions),
             ("slow_consumers_total", "counter", s.slow_consumers),
+            ("mailbox_held", "gauge", self.mailbox.held() as u64),
+            ("mailbox_evicted_total", "counter", self.mailbox.evicted),
+            ("mailbox_expired_total", "counter", self.mailbox.expired),
             ("uptime_seconds", "gauge", self.uptime()),
         ];
         let mut out = String::new();
@@ -256,3 +317,5 @@ impl Server {
         out
     }
 }
+
+use crate::server::Server;

@@ -25,6 +25,18 @@ const MAX_IOV: usize = 64;
 /// "No link" marker in [`Chain`] and [`Link`].
 const NIL: u32 = u32::MAX;
 
+/// A latest-value key, hashed (0 = the frame has no key). A push with a key
+/// replaces an unsent frame with the same key in a connection's queue.
+pub type Key = u64;
+
+/// Hash a producer's `key` string into a [`Key`] (never 0).
+pub fn key_of(key: &str) -> Key {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish().max(1)
+}
+
 /// A connection's chain of frames queued in the current turn.
 #[derive(Debug, Clone, Copy)]
 pub struct Chain {
@@ -62,8 +74,8 @@ pub struct FrameRef(u32);
 /// The loop-wide queue of frames produced during one turn of the event loop.
 #[derive(Debug, Default)]
 pub struct Turn {
-    /// Every frame produced this turn, once.
-    frames: Vec<Rc<[u8]>>,
+    /// Every frame produced this turn, once, with its latest-value key.
+    frames: Vec<(Rc<[u8]>, Key)>,
     /// Per-recipient links, threaded into each connection's [`Chain`].
     links: Vec<Link>,
     /// Slab keys of connections with a non-empty chain (each listed once).
@@ -71,16 +83,29 @@ pub struct Turn {
 }
 
 impl Turn {
-    /// Store a frame for this turn; enqueue it to recipients with [`Turn::enqueue`].
-    pub fn add(&mut self, frame: Rc<[u8]>) -> FrameRef {
+    /// Store a frame for this turn (with its latest-value key, 0 for none);
+    /// enqueue it to recipients with [`Turn::enqueue`].
+    pub fn add(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef {
         let index = u32::try_from(self.frames.len()).expect("fewer than 4G frames a turn");
-        self.frames.push(frame);
+        self.frames.push((frame, key));
         FrameRef(index)
     }
 
+    /// The frame's bytes and key.
+    pub fn frame(&self, frame: FrameRef) -> (&Rc<[u8]>, Key) {
+        let (bytes, key) = &self.frames[frame.0 as usize];
+        (bytes, *key)
+    }
+
     /// Append `frame` to the chain of connection `key`. O(1), no allocation
-    /// beyond amortised growth of the loop-wide link vector.
+    /// beyond amortised growth of the loop-wide link vector; a keyed frame
+    /// first unlinks an earlier frame with the same key (a walk of this
+    /// connection's chain, which holds only this turn's frames).
     pub fn enqueue(&mut self, key: usize, chain: &mut Chain, frame: FrameRef) {
+        let value_key = self.frames[frame.0 as usize].1;
+        if value_key != 0 {
+            self.unlink_key(chain, value_key);
+        }
         let index = u32::try_from(self.links.len()).expect("fewer than 4G links a turn");
         self.links.push(Link {
             frame: frame.0,
@@ -93,6 +118,27 @@ impl Turn {
             self.links[chain.tail as usize].next = index;
         }
         chain.tail = index;
+    }
+
+    fn unlink_key(&mut self, chain: &mut Chain, value_key: Key) {
+        let (mut prev, mut cursor) = (NIL, chain.head);
+        while cursor != NIL {
+            let link = self.links[cursor as usize];
+            if self.frames[link.frame as usize].1 == value_key {
+                if prev == NIL {
+                    chain.head = link.next;
+                } else {
+                    self.links[prev as usize].next = link.next;
+                }
+                if chain.tail == cursor {
+                    chain.tail = prev;
+                }
+                // The key is dirty-listed already; an emptied chain is skipped at flush.
+                return;
+            }
+            prev = cursor;
+            cursor = link.next;
+        }
     }
 
     /// Whether any connection has frames queued this turn.
@@ -130,7 +176,8 @@ impl Turn {
             // Order matters: older bytes first. The slow path may allocate.
             while link != NIL {
                 let l = self.links[link as usize];
-                queue.push(self.frames[l.frame as usize].clone());
+                let (bytes, value_key) = &self.frames[l.frame as usize];
+                queue.push_keyed(bytes.clone(), *value_key);
                 link = l.next;
             }
             return write_backlog(backlog, sink);
@@ -142,7 +189,7 @@ impl Turn {
             let mut cursor = link;
             while cursor != NIL && count < MAX_IOV {
                 let l = self.links[cursor as usize];
-                slices[count] = IoSlice::new(&self.frames[l.frame as usize]);
+                slices[count] = IoSlice::new(&self.frames[l.frame as usize].0);
                 count += 1;
                 cursor = l.next;
             }
@@ -161,11 +208,11 @@ impl Turn {
             let mut skip = written;
             while link != NIL {
                 let l = self.links[link as usize];
-                let frame = &self.frames[l.frame as usize];
+                let (frame, value_key) = &self.frames[l.frame as usize];
                 if skip >= frame.len() {
                     skip -= frame.len();
                 } else {
-                    queue.push(frame.clone());
+                    queue.push_keyed(frame.clone(), *value_key);
                     if skip > 0 {
                         queue.offset = skip;
                         queue.bytes -= skip;
@@ -185,7 +232,8 @@ impl Turn {
 /// Bytes a connection could not write yet, oldest first.
 #[derive(Debug, Default)]
 pub struct Backlog {
-    chunks: VecDeque<Rc<[u8]>>,
+    /// Unsent frames with their latest-value keys.
+    chunks: VecDeque<(Rc<[u8]>, Key)>,
     /// Bytes of the front chunk already written.
     offset: usize,
     /// Unsent bytes in total (the figure `--max-outbound` bounds).
@@ -195,8 +243,26 @@ pub struct Backlog {
 impl Backlog {
     /// Queue a chunk behind everything else.
     pub fn push(&mut self, chunk: Rc<[u8]>) {
+        self.push_keyed(chunk, 0);
+    }
+
+    fn push_keyed(&mut self, chunk: Rc<[u8]>, key: Key) {
         self.bytes += chunk.len();
-        self.chunks.push_back(chunk);
+        self.chunks.push_back((chunk, key));
+    }
+
+    /// Drop an unsent frame with this latest-value key (never the front one
+    /// once it is half written). Returns whether one was dropped.
+    pub fn drop_key(&mut self, key: Key) -> bool {
+        let first = usize::from(self.offset > 0);
+        let found = self.chunks.iter().skip(first).position(|(_, k)| *k == key);
+        match found.and_then(|i| self.chunks.remove(i + first)) {
+            Some((chunk, _)) => {
+                self.bytes -= chunk.len();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drop everything not yet started, keeping the remainder of a frame that
@@ -207,7 +273,7 @@ impl Backlog {
             let front = self.chunks.pop_front();
             self.chunks.clear();
             if let Some(front) = front {
-                self.bytes = front.len() - self.offset;
+                self.bytes = front.0.len() - self.offset;
                 self.chunks.push_back(front);
             }
         } else {
@@ -236,7 +302,7 @@ pub fn write_backlog<W: Write>(
         let mut count = 0;
         for (i, chunk) in queue.chunks.iter().take(MAX_IOV).enumerate() {
             let start = if i == 0 { queue.offset } else { 0 };
-            slices[i] = IoSlice::new(&chunk[start..]);
+            slices[i] = IoSlice::new(&chunk.0[start..]);
             count += 1;
         }
         let mut written = match write_vectored(sink, &slices[..count]) {
@@ -246,7 +312,7 @@ pub fn write_backlog<W: Write>(
         };
         queue.bytes -= written;
         while written > 0 {
-            let left = queue.chunks[0].len() - queue.offset;
+            let left = queue.chunks[0].0.len() - queue.offset;
             if written >= left {
                 written -= left;
                 queue.offset = 0;
@@ -318,7 +384,7 @@ mod tests {
         let mut turn = Turn::default();
         let (mut a, mut b) = (Chain::default(), Chain::default());
         for text in [b"one".as_slice(), b"two", b"three"] {
-            let f = turn.add(frame(text));
+            let f = turn.add(frame(text), 0);
             turn.enqueue(0, &mut a, f);
             turn.enqueue(1, &mut b, f);
         }
@@ -344,7 +410,7 @@ mod tests {
         let mut turn = Turn::default();
         let mut chain = Chain::default();
         for text in [b"abc".as_slice(), b"defg", b"hi"] {
-            let f = turn.add(frame(text));
+            let f = turn.add(frame(text), 0);
             turn.enqueue(7, &mut chain, f);
         }
         let mut sink = Throttled {
@@ -371,7 +437,7 @@ mod tests {
     fn frames_of_a_later_turn_queue_behind_the_backlog() {
         let mut turn = Turn::default();
         let mut chain = Chain::default();
-        let f = turn.add(frame(b"first"));
+        let f = turn.add(frame(b"first"), 0);
         turn.enqueue(0, &mut chain, f);
         let mut sink = Throttled {
             room: 2,
@@ -383,7 +449,7 @@ mod tests {
             .unwrap();
         let dirty = turn.take_dirty();
         turn.clear(dirty);
-        let f = turn.add(frame(b"second"));
+        let f = turn.add(frame(b"second"), 0);
         turn.enqueue(0, &mut chain, f);
         sink.room = 100;
         assert_eq!(
@@ -392,6 +458,39 @@ mod tests {
             0
         );
         assert_eq!(sink.got, b"firstsecond");
+    }
+
+    #[test]
+    fn a_keyed_frame_replaces_the_unsent_one_with_the_same_key() {
+        let mut turn = Turn::default();
+        let mut chain = Chain::default();
+        let temp = key_of("temp");
+        for (text, key) in [
+            (b"t1".as_slice(), temp),
+            (b"x", 0),
+            (b"t2", temp),
+            (b"t3", temp),
+        ] {
+            let f = turn.add(frame(text), key);
+            turn.enqueue(0, &mut chain, f);
+        }
+        let mut sink = Throttled {
+            room: 3,
+            got: vec![],
+            calls: 0,
+        };
+        let mut backlog = None;
+        turn.write_chain(&mut chain, &mut backlog, &mut sink)
+            .unwrap();
+        assert_eq!(sink.got, b"xt3");
+        // In the backlog too, but never the half-written front frame.
+        let queue = backlog.get_or_insert_with(Box::default);
+        queue.push_keyed(frame(b"t4"), temp);
+        queue.offset = 1;
+        queue.push_keyed(frame(b"t5"), temp);
+        assert!(queue.drop_key(temp));
+        assert_eq!(queue.chunks.len(), 1);
+        assert!(!queue.drop_key(temp));
     }
 
     #[test]

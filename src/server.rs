@@ -11,13 +11,14 @@
 //! The WebSocket side of a connection lives in `ws.rs`, the control requests
 //! in `ops.rs`; both are `impl Server` blocks over the state defined here.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,7 +30,10 @@ use crate::conn::{Conn, Phase};
 use crate::control::ControlConn;
 use crate::frame::{self, OpCode};
 use crate::handshake;
+use crate::mailbox::Mailbox;
 use crate::outbox::{self, Turn};
+use crate::schedule::Job;
+use crate::store::Store;
 use crate::tokens::Tokens;
 use crate::users::Users;
 use crate::wheel::Wheel;
@@ -97,6 +101,15 @@ pub(crate) enum Timer {
     },
     /// Accepting was paused after EMFILE/ENFILE; try again.
     ResumeAccept,
+    /// The oldest mailbox record is due to expire.
+    Mailbox,
+    /// Scheduled job `key` is due, valid while its generation matches.
+    Job {
+        /// Slab key in `jobs`.
+        key: u32,
+        /// `Job::generation` when armed.
+        generation: u32,
+    },
 }
 
 /// Counters reported by `stats` and `/metrics`.
@@ -146,6 +159,23 @@ pub struct Server {
     pub(crate) id_prefix: String,
     pub(crate) max_connections: usize,
     pub(crate) max_message: usize,
+    /// Topic → keys of the connections subscribed to it.
+    pub(crate) topics: HashMap<Rc<str>, Vec<u32>>,
+    pub(crate) mailbox: Mailbox,
+    /// Whether a `Timer::Mailbox` entry is pending.
+    pub(crate) mailbox_timer: bool,
+    /// The durable log (`--data-dir`).
+    pub(crate) store: Option<Store>,
+    /// Highest seq reserved in the log.
+    pub(crate) seq_reserved: u64,
+    pub(crate) jobs: Slab<Job>,
+    pub(crate) job_ids: HashMap<Rc<str>, usize>,
+    pub(crate) job_serial: u64,
+    pub(crate) job_generation: u32,
+    /// Control connections that asked for `events`.
+    pub(crate) listeners: Vec<usize>,
+    /// Control connections with replies to flush after the log is synced.
+    pub(crate) ctrl_dirty: Vec<usize>,
     /// Upgraded connections that are not closing.
     pub(crate) open: usize,
     accept_paused: bool,
@@ -187,7 +217,9 @@ impl Server {
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
             tokens.len()
         );
-        Ok(Server {
+        let mailbox = Mailbox::new(args.mailbox, args.mailbox_ttl * 1000, args.mailbox_bytes);
+        let data_dir = args.data_dir.clone();
+        let mut server = Server {
             poll,
             listener: Some(listener),
             control: Some(control),
@@ -214,10 +246,25 @@ impl Server {
             ),
             max_connections,
             max_message,
+            topics: HashMap::new(),
+            mailbox,
+            mailbox_timer: false,
+            store: None,
+            seq_reserved: 0,
+            jobs: Slab::new(),
+            job_ids: HashMap::new(),
+            job_serial: 0,
+            job_generation: 0,
+            listeners: Vec::new(),
+            ctrl_dirty: Vec::new(),
             open: 0,
             accept_paused: false,
             shutting_down: false,
-        })
+        };
+        if let Some(dir) = data_dir {
+            server.restore(&dir)?;
+        }
+        Ok(server)
     }
 
     /// The address the WebSocket listener is bound to (useful with port 0).
@@ -251,6 +298,7 @@ impl Server {
             }
             self.expire_timers();
             self.flush_turn();
+            self.sync_and_reply();
             if self.shutting_down && self.conns.is_empty() {
                 break;
             }
@@ -395,6 +443,8 @@ impl Server {
                     self.accept_paused = false;
                     self.accept();
                 }
+                Timer::Mailbox => self.on_mailbox_timer(),
+                Timer::Job { key, generation } => self.on_job_timer(key as usize, generation),
             }
         }
     }
@@ -453,8 +503,23 @@ impl Server {
         }
     }
 
+    /// Make this turn's log records durable, then send the control replies
+    /// that promised them: a producer that read `"ok":true` can rely on it.
+    fn sync_and_reply(&mut self) {
+        if let Some(store) = &mut self.store
+            && let Err(e) = store.sync()
+        {
+            error!("cannot write the data log: {e}");
+        }
+        let dirty = std::mem::take(&mut self.ctrl_dirty);
+        for key in dirty {
+            self.flush_ctrl(key);
+        }
+    }
+
     pub(crate) fn drop_ctrl(&mut self, key: usize) {
         debug!("control {key}: closed");
+        self.listeners.retain(|&k| k != key);
         self.ctrls.remove(key);
     }
 

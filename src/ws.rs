@@ -143,10 +143,12 @@ impl Server {
             conn.serial,
             tokens::fingerprint(&up.token)
         );
-        self.users.join(user, key, &mut self.conns);
+        self.users.join(user.clone(), key, &mut self.conns);
         self.open += 1;
         self.stats.upgrades += 1;
         self.send(key, handshake::switching_protocols(&up.accept).into());
+        self.mailbox_on_connect(key, &user, up.since);
+        self.presence(key, true);
         self.rearm_open(key);
         true
     }
@@ -201,13 +203,12 @@ impl Server {
                 let echo = frame::encode(OpCode::Binary, data);
                 self.send(key, echo.into());
             }
-            Event::Text(_) | Event::Binary(_) => {
-                self.stats.messages_in += 1;
-                debug!(
-                    "conn {}: upstream message dropped (no event listener)",
-                    conn.serial
-                );
+            Event::Text(text) => {
+                if !self.topic_command(key, text) {
+                    self.upstream(key, Some(text), None);
+                }
             }
+            Event::Binary(data) => self.upstream(key, None, Some(data)),
             Event::Ping(payload) => {
                 let pong = frame::encode(OpCode::Pong, payload);
                 self.send(key, pong.into());
@@ -233,7 +234,7 @@ impl Server {
     /// Queue one frame (or HTTP bytes) for connection `key` in this turn.
     pub(crate) fn send(&mut self, key: usize, bytes: Rc<[u8]>) {
         self.stats.bytes_out += bytes.len() as u64;
-        let frame = self.turn.add(bytes);
+        let frame = self.turn.add(bytes, 0);
         self.turn.enqueue(key, &mut self.conns[key].chain, frame);
     }
 
@@ -292,6 +293,7 @@ impl Server {
     fn leave_open(&mut self, key: usize) {
         if self.conns[key].phase == Phase::Open {
             self.open -= 1;
+            self.presence(key, false);
         }
         self.users.leave(key, &mut self.conns);
     }
@@ -299,6 +301,7 @@ impl Server {
     /// Forget a connection now: its socket is closed, its timer cancelled.
     pub(crate) fn drop_conn(&mut self, key: usize, why: &str) {
         self.leave_open(key);
+        self.leave_topics(key);
         let conn = self.conns.remove(key);
         if let Some(timer) = conn.timer {
             self.wheel.cancel(timer);
