@@ -46,7 +46,7 @@ impl Server {
                     Line::TooLong => control::error(None, "line longer than 1 MiB refused"),
                 };
                 self.ctrls[key].queue(&reply);
-                self.ctrl_dirty.push(key);
+                self.mark_ctrl_dirty(key);
             }
             let ctrl = &self.ctrls[key];
             match fill {
@@ -74,8 +74,13 @@ impl Server {
     }
 
     /// Queue an event line to a listener; cut it off once it lags too far.
+    /// Events promise nothing durable, so a listener is flushed early when
+    /// a busy turn piles them up, instead of waiting for the end of the turn.
     pub(crate) fn queue_event(&mut self, key: usize, line: &[u8]) {
         let ctrl = &mut self.ctrls[key];
+        if ctrl.pending_replies() + line.len() > MAX_EVENT_BACKLOG / 4 && ctrl.flush().is_err() {
+            return self.drop_ctrl(key);
+        }
         if ctrl.pending_replies() + line.len() > MAX_EVENT_BACKLOG {
             debug!("control {key}: events listener too slow, disconnecting");
             ctrl.queue(b"{\"event\":\"error\",\"error\":\"listener too slow: events dropped, disconnecting\"}\n");
@@ -83,7 +88,14 @@ impl Server {
             return self.drop_ctrl(key);
         }
         ctrl.queue(line);
-        self.ctrl_dirty.push(key);
+        self.mark_ctrl_dirty(key);
+    }
+
+    /// Remember to flush control connection `key` at the end of the turn.
+    fn mark_ctrl_dirty(&mut self, key: usize) {
+        if self.ctrl_dirty.last() != Some(&key) {
+            self.ctrl_dirty.push(key);
+        }
     }
 
     /// Execute one request line; returns the reply line.

@@ -146,10 +146,13 @@ impl Server {
             self.cancel(&id);
             return;
         }
-        job.next += job.every * 1000;
-        if job.next <= now {
-            // Late (a long stall): keep the period from now, no burst.
-            job.next = now + job.every * 1000;
+        let period = job.every * 1000;
+        job.next += period;
+        if job.next + period <= now {
+            // More than a whole run missed (a stall, or a restart): keep the
+            // period from now rather than firing a burst of catch-up runs.
+            // Smaller lateness (the 1 s wheel) is absorbed by the next run.
+            job.next = now + period;
         }
         self.persist_job(key);
         self.arm_job(key);
