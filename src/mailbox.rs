@@ -269,7 +269,10 @@ impl Mailbox {
         }
     }
 
-    /// Records, oldest first, filtered; at most `limit`, with seq > `after`.
+    /// Records, oldest first, filtered, with seq > `after`, at most `limit`.
+    /// A page ends on a seq boundary (one push to several users gives
+    /// several records one seq), so resuming with `after` = the last seq
+    /// skips nothing; only a single group larger than `limit` overflows it.
     pub fn list(
         &self,
         user: Option<&str>,
@@ -277,11 +280,8 @@ impl Mailbox {
         after: u64,
         limit: usize,
     ) -> Vec<(Rc<str>, &Record)> {
-        let mut out = Vec::new();
+        let mut out: Vec<(Rc<str>, &Record)> = Vec::new();
         for ((seq, owner), ()) in self.order.range((after + 1, Rc::from(""))..) {
-            if out.len() >= limit {
-                break;
-            }
             if user.is_some_and(|u| u != &**owner) {
                 continue;
             }
@@ -292,9 +292,22 @@ impl Mailbox {
             else {
                 continue;
             };
-            if status.is_none_or(|s| s == record.status) {
-                out.push((owner.clone(), record));
+            if status.is_some_and(|s| s != record.status) {
+                continue;
             }
+            if out.len() >= limit {
+                let last = out.last().map_or(0, |(_, r)| r.seq);
+                if last == *seq {
+                    let group = out.iter().rev().take_while(|(_, r)| r.seq == last).count();
+                    if group < out.len() {
+                        out.truncate(out.len() - group);
+                        break;
+                    }
+                } else {
+                    break;
+                }
+            }
+            out.push((owner.clone(), record));
         }
         out
     }

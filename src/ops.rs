@@ -217,16 +217,12 @@ impl Server {
             }
         };
         let limit = limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-        // One more than asked tells whether there is a next page.
-        let mut page = self
-            .mailbox
-            .list(user, status, after.unwrap_or(0), limit + 1);
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let next = if more {
-            page.last().map(|(_, r)| r.seq)
-        } else {
-            None
+        let page = self.mailbox.list(user, status, after.unwrap_or(0), limit);
+        let next = match page.last() {
+            Some((_, last)) if !self.mailbox.list(user, status, last.seq, 1).is_empty() => {
+                Some(last.seq)
+            }
+            _ => None,
         };
         let list: Vec<Value> = page
             .into_iter()
