@@ -98,9 +98,24 @@ impl Server {
         Ok(())
     }
 
+    /// Rewrite the log as a snapshot of the live state.
+    pub(crate) fn compact_log(&mut self) {
+        let snapshot = self.snapshot();
+        if let Some(store) = &mut self.store {
+            match store.rewrite(&snapshot) {
+                Ok(()) => info!("compacted the data log to {} records", snapshot.len()),
+                Err(e) => log::error!("{e}"),
+            }
+        }
+    }
+
     /// The live state as log records.
     fn snapshot(&self) -> Vec<Entry> {
-        let mut entries = vec![Entry::Seq { upto: self.seq }];
+        // The reservation, not the last seq: seqs up to it may be handed out
+        // without another log record.
+        let mut entries = vec![Entry::Seq {
+            upto: self.seq_reserved.max(self.seq),
+        }];
         for (user, record) in self.mailbox.list(None, None, 0, usize::MAX) {
             let body = record
                 .frame

@@ -506,10 +506,13 @@ impl Server {
     /// Make this turn's log records durable, then send the control replies
     /// that promised them: a producer that read `"ok":true` can rely on it.
     fn sync_and_reply(&mut self) {
-        if let Some(store) = &mut self.store
-            && let Err(e) = store.sync()
-        {
-            error!("cannot write the data log: {e}");
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.sync() {
+                error!("cannot write the data log: {e}");
+            }
+            if store.wants_compaction() {
+                self.compact_log();
+            }
         }
         let dirty = std::mem::take(&mut self.ctrl_dirty);
         for key in dirty {

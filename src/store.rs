@@ -100,6 +100,10 @@ pub struct Store {
     file: File,
     /// Records appended this turn, written and fsync'd by [`Store::sync`].
     pending: Vec<u8>,
+    /// Bytes in the file: the last snapshot plus what was appended since.
+    size: u64,
+    /// Size of the last snapshot.
+    snapshot_size: u64,
 }
 
 impl Store {
@@ -135,6 +139,8 @@ impl Store {
             dir: dir.to_path_buf(),
             file,
             pending: Vec::new(),
+            size: bytes.len() as u64,
+            snapshot_size: bytes.len() as u64,
         };
         Ok((store, entries))
     }
@@ -157,6 +163,8 @@ impl Store {
             .map_err(fail)?;
         self.file = OpenOptions::new().append(true).open(&path).map_err(fail)?;
         self.pending.clear();
+        self.size = bytes.len() as u64;
+        self.snapshot_size = self.size;
         Ok(())
     }
 
@@ -165,9 +173,11 @@ impl Store {
         encode(entry, &mut self.pending);
     }
 
-    /// Whether records wait for [`Store::sync`].
-    pub fn dirty(&self) -> bool {
-        !self.pending.is_empty()
+    /// Whether the log has grown enough past its last snapshot that
+    /// rewriting it is worth one extra write (periodic jobs and delivery
+    /// marks append forever; the live state does not grow with them).
+    pub fn wants_compaction(&self) -> bool {
+        self.size > 4 * self.snapshot_size + (1 << 20)
     }
 
     /// Write and fsync what this turn appended (one write, one fdatasync).
@@ -179,6 +189,7 @@ impl Store {
             .file
             .write_all(&self.pending)
             .and_then(|()| self.file.sync_data());
+        self.size += self.pending.len() as u64;
         self.pending.clear();
         result
     }
@@ -288,5 +299,27 @@ mod tests {
         let (entries, intact) = decode(&bytes);
         assert_eq!(entries, vec![Entry::Seq { upto: 1 }]);
         assert_eq!(intact, first);
+    }
+
+    #[test]
+    fn growth_past_the_snapshot_asks_for_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.rewrite(&[Entry::Seq { upto: 1 }]).unwrap();
+        assert!(!store.wants_compaction());
+        for _ in 0..2000 {
+            if store.wants_compaction() {
+                break;
+            }
+            store.append(&Entry::Del {
+                id: "x".repeat(1000),
+            });
+            store.sync().unwrap();
+        }
+        assert!(store.wants_compaction());
+        store.rewrite(&[Entry::Seq { upto: 2 }]).unwrap();
+        assert!(!store.wants_compaction());
+        let (_, entries) = Store::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![Entry::Seq { upto: 2 }]);
     }
 }

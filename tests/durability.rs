@@ -487,3 +487,35 @@ fn periodic_message_ids_do_not_repeat_after_restart() {
     );
     ok(&s2, json!({"op":"cancel","messageId":id}));
 }
+
+#[test]
+fn the_log_is_compacted_while_running_and_loses_nothing() {
+    // 400 pushes of 8 KiB to a user with a one-message mailbox append ~3.2 MB
+    // to the log while the live state stays one message: the server must
+    // rewrite the log without a restart, and the held message and the seq
+    // counter must survive SIGKILL after it.
+    let data = tempdir();
+    let mut s1 = start(data.path(), &["--mailbox", "1"]);
+    let mut c = s1.control_conn();
+    let big = "x".repeat(8 * 1024);
+    let reqs: Vec<Value> = (0..400)
+        .map(|i| json!({"op":"push","users":["alice"],"content":{"i":i,"pad":big}}))
+        .collect();
+    let replies = pipelined_chunked(&mut c, &reqs, 50);
+    let last = replies.last().unwrap().clone();
+    let log = data.path().join("wspush.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size < 1_500_000, "the log was not compacted: {size} bytes");
+    kill9(&mut s1);
+
+    let s2 = start(data.path(), &["--mailbox", "1"]);
+    let mut a = s2.ws_connect("ta");
+    let m = recv_json(&mut a);
+    assert_eq!(m["messageId"], last["messageId"], "{m}");
+    assert_eq!(m["content"]["i"], json!(399), "{m}");
+    let r = s2.push(&["bob"], json!("after"));
+    assert!(
+        seq_of(&r) > seq_of(&last),
+        "seq went back: {r} after {last}"
+    );
+}
