@@ -33,12 +33,11 @@ impl Server {
                 Ok(fill) => fill,
                 Err(_) => return self.drop_ctrl(key),
             };
-            let listening = self.listeners.contains(&key);
             while self.ctrls[key].pending_replies() < MAX_PENDING_REPLIES {
                 let Some(line) = self.ctrls[key].next_line() else {
                     break;
                 };
-                if listening {
+                if self.listeners.contains(&key) {
                     continue; // a stream of events takes no more requests
                 }
                 let reply = match line {

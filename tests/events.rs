@@ -424,3 +424,13 @@ fn connected_at_and_last_seen() {
     );
     assert_eq!(e3["connected_at"], json!(connected));
 }
+
+#[test]
+fn a_request_behind_events_in_the_same_write_is_ignored() {
+    let s = Server::start(&[]);
+    let mut c = s.control_conn();
+    c.send_raw(b"{\"op\":\"events\"}\n{\"op\":\"push\",\"content\":\"behind events\"}\n")
+        .unwrap();
+    assert_eq!(c.read_reply(), json!({"ok": true}));
+    assert_eq!(s.stats()["pushes"], json!(0), "the push behind events ran");
+}
