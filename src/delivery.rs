@@ -155,16 +155,7 @@ impl Server {
     /// Put a record in the mailbox (and the log), and make sure expiry runs.
     fn hold(&mut self, user: &str, record: Record, payload: &[u8]) {
         if let Some(store) = &mut self.store {
-            store.append(&Entry::Msg {
-                user: user.to_string(),
-                seq: record.seq,
-                id: record.message_id.to_string(),
-                ts: record.ts,
-                exp: record.expires,
-                key: record.key,
-                held: record.status == Status::Held,
-                body: String::from_utf8_lossy(payload).into_owned(),
-            });
+            store.append(&Entry::record(user, &record, payload));
         }
         let at = record.expires;
         self.mailbox.record(&Rc::from(user), record);

@@ -117,20 +117,8 @@ impl Server {
             upto: self.seq_reserved.max(self.seq),
         }];
         for (user, record) in self.mailbox.list(None, None, 0, usize::MAX) {
-            let body = record
-                .frame
-                .as_deref()
-                .map_or(Vec::new(), |f| payload(f).to_vec());
-            entries.push(Entry::Msg {
-                user: user.to_string(),
-                seq: record.seq,
-                id: record.message_id.to_string(),
-                ts: record.ts,
-                exp: record.expires,
-                key: record.key,
-                held: record.status != Status::Delivered,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
+            let body = record.frame.as_deref().map_or(&[][..], payload);
+            entries.push(Entry::record(&user, record, body));
         }
         entries.extend(self.job_entries());
         entries

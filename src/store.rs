@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::control::Message;
+use crate::mailbox::{Record, Status};
 
 /// The log file inside `--data-dir`.
 const LOG_NAME: &str = "wspush.log";
@@ -91,6 +92,24 @@ pub enum Entry {
         /// The job's message id.
         id: String,
     },
+}
+
+impl Entry {
+    /// The log record of a mailbox record; `body` is the envelope JSON
+    /// (empty once the frame has expired). Expired records are written as
+    /// held: replay expires them again from `exp`.
+    pub fn record(user: &str, record: &Record, body: &[u8]) -> Entry {
+        Entry::Msg {
+            user: user.to_string(),
+            seq: record.seq,
+            id: record.message_id.to_string(),
+            ts: record.ts,
+            exp: record.expires,
+            key: record.key,
+            held: record.status != Status::Delivered,
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
 }
 
 /// The open log.
