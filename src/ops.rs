@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::conn::Phase;
 use crate::control::{self, Fill, Line, MAX_PENDING_REPLIES, Request};
 use crate::frame::{self, OpCode};
-use crate::server::Server;
+use crate::server::{Again, CTRL_LINE_BUDGET, Server};
 
 /// The JSON object every push delivers (DESIGN.md §4).
 #[derive(Serialize)]
@@ -30,7 +30,11 @@ struct Envelope<'a> {
 impl Server {
     /// Readiness on control connection `key`: flush replies, read requests,
     /// execute complete lines while the unsent replies stay under the bound.
+    /// At most [`CTRL_LINE_BUDGET`] lines run per turn; a client with more
+    /// waiting is resumed next turn (`again`), so a huge pipelined stream
+    /// neither starves other sources nor postpones the flush of its pushes.
     pub(crate) fn ctrl_ready(&mut self, key: usize) {
+        let mut budget = CTRL_LINE_BUDGET;
         loop {
             let Some(ctrl) = self.ctrls.get_mut(key) else {
                 return;
@@ -43,9 +47,17 @@ impl Server {
                 Err(_) => return self.drop_ctrl(key),
             };
             while self.ctrls[key].pending_replies() < MAX_PENDING_REPLIES {
+                if budget == 0 {
+                    self.again.push(Again::Ctrl(key));
+                    if self.ctrls[key].flush().is_err() {
+                        self.drop_ctrl(key);
+                    }
+                    return;
+                }
                 let Some(line) = self.ctrls[key].next_line() else {
                     break;
                 };
+                budget -= 1;
                 let reply = match line {
                     Line::Request(request) => self.execute(&request),
                     Line::TooLong => control::error(None, "line longer than 1 MiB refused"),

@@ -65,6 +65,13 @@ const SCRATCH: usize = 64 * 1024;
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 /// Largest message `--echo` accepts by default (Autobahn case 9 sends 16 MiB).
 const ECHO_MAX_MESSAGE: usize = 16 << 20;
+/// Reads of [`SCRATCH`] bytes one WebSocket connection gets per loop turn
+/// (256 KiB) before the others get their turn. Also bounds what one turn can
+/// queue in reply (pongs, echoes) before the flush checks `--max-outbound`.
+pub(crate) const WS_READ_BUDGET: usize = 4;
+/// Control lines one control connection gets executed per loop turn; keeps
+/// the coalescing of a batch of pushes while bounding what one turn queues.
+pub(crate) const CTRL_LINE_BUDGET: usize = 256;
 
 /// What a token refers to.
 enum Source {
@@ -99,6 +106,22 @@ pub(crate) enum Timer {
     ResumeAccept,
 }
 
+/// A source that used up its per-turn budget while it may still have input:
+/// edge-triggered readiness will not report it again, so the loop resumes it
+/// next turn, after every other ready source had its turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Again {
+    /// WebSocket connection `key`, if still the one with this serial.
+    Ws {
+        /// Slab key.
+        key: usize,
+        /// `Conn::serial` when deferred, so a reused slot is not mistaken.
+        serial: u64,
+    },
+    /// Control connection `key` (a reused slot only costs one spare read).
+    Ctrl(usize),
+}
+
 /// Counters reported by `stats` and `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -129,6 +152,8 @@ pub struct Server {
     pub(crate) tokens: Tokens,
     pub(crate) wheel: Wheel<Timer>,
     pub(crate) turn: Turn,
+    /// Sources to resume next turn (budget used up, input maybe left).
+    pub(crate) again: Vec<Again>,
     /// Loop-wide read buffer: no connection owns one while idle.
     pub(crate) scratch: Vec<u8>,
     pub(crate) stats: Stats,
@@ -200,6 +225,7 @@ impl Server {
             tokens,
             wheel: Wheel::new(TICK_MS, WHEEL_SLOTS),
             turn: Turn::default(),
+            again: Vec::new(),
             scratch: vec![0; SCRATCH],
             stats: Stats::default(),
             ping_frame: frame::encode(OpCode::Ping, b"").into(),
@@ -232,7 +258,12 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.wheel.next_timeout(self.now).map(Duration::from_millis);
+            let timeout = if self.again.is_empty() {
+                self.wheel.next_timeout(self.now).map(Duration::from_millis)
+            } else {
+                // Deferred input waits: only look for other ready sources.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -240,6 +271,9 @@ impl Server {
                 return Err(e);
             }
             self.now = self.started.elapsed().as_millis() as u64;
+            // Sources deferred last turn go after this turn's events, and
+            // whatever they defer again waits for the next turn.
+            let again = std::mem::take(&mut self.again);
             for event in events.iter() {
                 match source(event.token()) {
                     Source::Listener => self.accept(),
@@ -247,6 +281,16 @@ impl Server {
                     Source::Signals => self.on_signals(),
                     Source::Ws(key) => self.ws_ready(key, event.is_writable()),
                     Source::Ctrl(key) => self.ctrl_ready(key),
+                }
+            }
+            for source in again {
+                match source {
+                    Again::Ws { key, serial } => {
+                        if self.conns.get(key).is_some_and(|c| c.serial == serial) {
+                            self.ws_read(key);
+                        }
+                    }
+                    Again::Ctrl(key) => self.ctrl_ready(key),
                 }
             }
             self.expire_timers();

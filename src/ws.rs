@@ -10,7 +10,7 @@ use crate::conn::{self, Event, Input, Phase, Verdict};
 use crate::frame::{self, OpCode};
 use crate::handshake::{self, HttpError, Outcome, Rules, Upgrade};
 use crate::outbox::Backlog;
-use crate::server::{CLOSE_TIMEOUT_MS, Server};
+use crate::server::{Again, CLOSE_TIMEOUT_MS, Server, WS_READ_BUDGET};
 use crate::tokens::{self, TokenTag};
 
 /// Largest HTTP request head (DESIGN.md §4: beyond it, 431).
@@ -27,9 +27,20 @@ impl Server {
         self.ws_read(key);
     }
 
-    fn ws_read(&mut self, key: usize) {
+    /// Read until `WouldBlock` or the per-turn budget is spent; then the
+    /// connection waits in `again` for the next turn, so a fast sender (a
+    /// ping flood, a 16 MiB message) cannot starve the others or pile up
+    /// replies that the end-of-turn flush has not yet checked.
+    pub(crate) fn ws_read(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {
+            if reads == WS_READ_BUDGET {
+                let serial = conn.serial;
+                self.again.push(Again::Ws { key, serial });
+                break;
+            }
+            reads += 1;
             let n = match conn.stream.read(&mut scratch) {
                 Ok(0) => {
                     self.drop_conn(key, "peer closed the connection");
