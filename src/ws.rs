@@ -183,9 +183,16 @@ impl Server {
         let verdict = conn::feed(&mut input, data, max, |event| self.on_event(key, event));
         if let Some(conn) = self.conns.get_mut(key) {
             conn.input = input;
-            if let Verdict::Close(code, reason) = verdict {
-                debug!("conn {}: closing with {code}: {reason}", conn.serial);
-                self.start_close(key, code, reason);
+            match verdict {
+                Verdict::Close(code, reason) => {
+                    debug!("conn {}: closing with {code}: {reason}", conn.serial);
+                    self.start_close(key, code, reason);
+                }
+                Verdict::Fail(code, reason) => {
+                    debug!("conn {}: failing with {code}: {reason}", conn.serial);
+                    self.fail(key, code, reason);
+                }
+                Verdict::Continue | Verdict::Stop => {}
             }
         }
     }
@@ -259,6 +266,21 @@ impl Server {
         self.send(key, frame::encode_close(code, reason).into());
         self.conns[key].phase = Phase::Closing;
         self.arm(key, self.now + CLOSE_TIMEOUT_MS);
+    }
+
+    /// Fail the connection: our close frame, then TCP closes once it is
+    /// written (see [`Verdict::Fail`]). Already closing: the peer answered
+    /// our close with garbage or a bad close frame, so drop it now.
+    fn fail(&mut self, key: usize, code: u16, reason: &'static str) {
+        match self.conns[key].phase {
+            Phase::Open => {
+                self.leave_open(key);
+                self.send(key, frame::encode_close(code, reason).into());
+                self.finish(key);
+            }
+            Phase::Closing => self.drop_conn(key, reason),
+            Phase::Handshake | Phase::Finishing => {}
+        }
     }
 
     /// Close every live connection opened with a token (revoked or removed).

@@ -350,3 +350,30 @@ fn echo_large_message_with_64bit_length() {
     ws.send(Message::binary(big.clone())).unwrap();
     assert_eq!(ws.read().unwrap(), Message::binary(big));
 }
+
+/// RFC 6455 §7.1.7: after a broken frame header or a bad close frame the
+/// server sends its close and closes TCP itself; it must not wait for a
+/// close reply (the stream cannot be framed any more, or the peer already
+/// sent its close). Autobahn 3.4, 4.1.5, 7.3.x, 7.5.1, 7.9.x check this.
+#[test]
+fn a_failed_connection_is_closed_without_waiting_for_the_peer() {
+    let s = Server::start(&["--ping-interval", "0"]);
+    s.grant("tok1", "alice");
+    let bad_close = client_frame(true, OP_CLOSE, &close_payload(0, "")[..2]);
+    // RSV1 set: refused at the header; its payload arrives afterwards.
+    let rsv = build_frame(true, 4, OP_TEXT, b"Hello, world!", Some(MASK));
+    for (name, first, rest) in [
+        ("close code 0", bad_close.as_slice(), &[][..]),
+        ("RSV1 then its payload", &rsv[..2], &rsv[2..]),
+    ] {
+        let mut ws = s.raw_ws("/push/tok1");
+        ws.send(first);
+        assert_eq!(ws.expect_close(), 1002, "{name}");
+        ws.send_lossy(rest);
+        // Well under the 5 s close timeout the old code waited for.
+        ws.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        ws.expect_eof();
+    }
+}
