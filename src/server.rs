@@ -180,7 +180,7 @@ pub struct Server {
 impl Server {
     /// Bind the listeners, load tokens and get ready to run. Errors are
     /// meant for the operator (refused control path, port in use, bad tokens file).
-    pub fn bind(args: ServeArgs) -> Result<Server, String> {
+    pub fn bind(mut args: ServeArgs) -> Result<Server, String> {
         let fd_limit = raise_fd_limit();
         let max_connections = args
             .max_connections
@@ -208,6 +208,12 @@ impl Server {
             None if args.echo => ECHO_MAX_MESSAGE,
             None => DEFAULT_MAX_MESSAGE,
         };
+        if args.echo {
+            // An echo server must be able to hold the echo of the largest
+            // message it accepts (two, pipelined), or it would close every
+            // client that sends one as a slow consumer (Autobahn 9.1.5).
+            args.max_outbound = args.max_outbound.max(2 * max_message + 64);
+        }
         info!(
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
             tokens.len()

@@ -377,3 +377,37 @@ fn a_failed_connection_is_closed_without_waiting_for_the_peer() {
         ws.expect_eof();
     }
 }
+
+/// `--echo` accepts 16 MiB messages, so it must also be able to send one
+/// back: the default 1 MiB `--max-outbound` closed a 16 MiB echo with 4000
+/// (Autobahn 9.1.5, 9.1.6, 9.2.5, 9.2.6: behaviorClose WRONG CODE).
+#[test]
+fn echo_returns_a_message_bigger_than_the_default_max_outbound() {
+    let s = Server::start(&["--echo", "--ping-interval", "0"]);
+    s.grant("tok", "alice");
+    let mut ws = s.ws_connect("tok");
+    // A small locked receive buffer and a late first read, as a slow client
+    // (Autobahn's) has: the echo must wait in the server's outbox.
+    let small: libc::c_int = 16 * 1024;
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(ws.get_ref()),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    match ws.read().unwrap() {
+        Message::Binary(got) => assert!(got == big, "echo differs"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    // The whole echo arrived even before the fix (the partly written frame
+    // is kept), but a 4000 close followed it.
+    ws.send(Message::text("after")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("after"));
+}
