@@ -995,3 +995,57 @@ impl RawWs {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Outside programs and process figures
+// ---------------------------------------------------------------------------
+
+/// Whether CI asked for every outside program to be present (`.ci/run`).
+pub fn external_required() -> bool {
+    std::env::var("WSPUSH_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// An outside program a test needs is missing: print `SKIPPED: <why>` (the
+/// caller then returns), or fail when `WSPUSH_REQUIRE_EXTERNAL=1`.
+pub fn skip_missing(why: &str) {
+    if external_required() {
+        panic!("{why} (required: WSPUSH_REQUIRE_EXTERNAL=1)");
+    }
+    println!("SKIPPED: {why}");
+}
+
+/// `name` as found on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Resident set size of process `pid`, in bytes (from /proc).
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// User + system CPU time process `pid` has used so far (from /proc).
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').expect("comm ends with )") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
