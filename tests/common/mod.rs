@@ -54,6 +54,9 @@ pub struct ServerOpts {
     pub listen_arg: bool,
     /// Pass `--control PATH` (default true); when false, WSPUSH_CONTROL is set instead.
     pub control_arg: bool,
+    /// Run the binary under this command, e.g. `["prlimit", "--nofile=64:64", "--"]`
+    /// (it must exec the binary, so the child's pid is the server's).
+    pub wrapper: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -65,6 +68,7 @@ impl Default for ServerOpts {
             control_path: None,
             listen_arg: true,
             control_arg: true,
+            wrapper: vec![],
         }
     }
 }
@@ -101,7 +105,14 @@ impl Server {
             .unwrap_or_else(|| dir.path().join("wspush.sock"));
         let stderr_path = dir.path().join(format!("server-{}.stderr", unique()));
         let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve");
         if opts.listen_arg {
             cmd.args(["--listen", "127.0.0.1:0"]);

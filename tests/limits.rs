@@ -1,0 +1,99 @@
+//! Limits: `--allowed-origin` (403), `--max-conns-per-user` (the oldest is
+//! closed with 1008), `--max-connections` under a burst of handshakes (503),
+//! and running out of file descriptors (no crash, no spinning, accepting
+//! again once descriptors are free).
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn allowed_origin_gives_403_to_other_origins() {
+    let s = Server::start(&[
+        "--allowed-origin",
+        "http://ok.example",
+        "--allowed-origin",
+        "https://b.example:8443",
+    ]);
+    s.grant("tok1", "alice");
+    let status = |origins: &[&str]| {
+        let extra: Vec<(&str, &str)> = origins.iter().map(|o| ("Origin", *o)).collect();
+        s.http(upgrade_request("/push/tok1", &[], &extra).as_bytes())
+            .status
+    };
+    assert_eq!(status(&["http://ok.example"]), 101);
+    assert_eq!(status(&["https://b.example:8443"]), 101);
+    assert_eq!(status(&["HTTP://OK.EXAMPLE"]), 101, "case-insensitive");
+    assert_eq!(status(&[]), 101, "no Origin: a non-browser client");
+    for bad in [
+        "http://evil.example",
+        "http://ok.example.evil.example",
+        "http://ok.example:80",
+        "https://ok.example",
+        "https://b.example",
+        "null",
+        "",
+    ] {
+        assert_eq!(status(&[bad]), 403, "Origin {bad:?}");
+    }
+    assert_eq!(
+        status(&["http://ok.example", "http://evil.example"]),
+        403,
+        "every Origin header must be allowed"
+    );
+}
+
+#[test]
+fn max_conns_per_user_closes_the_oldest_with_1008() {
+    let s = Server::start(&["--max-conns-per-user", "2", "--ping-interval", "0"]);
+    s.grant("a", "alice");
+    s.grant("b", "bob");
+    let mut a1 = s.ws_connect("a");
+    let mut a2 = s.ws_connect("a");
+    let mut bob = s.ws_connect("b");
+    let mut a3 = s.ws_connect("a");
+    assert_eq!(expect_close(&mut a1), 1008);
+    s.wait_connections(3);
+    let r = s.push(&["alice", "bob"], json!("x"));
+    assert_eq!(r["delivered"], json!(3), "{r}");
+    for ws in [&mut a2, &mut a3, &mut bob] {
+        assert_eq!(recv_json(ws)["content"], json!("x"));
+    }
+    // The cap keeps applying in age order.
+    let mut a4 = s.ws_connect("a");
+    assert_eq!(expect_close(&mut a2), 1008);
+    s.push(&["alice"], json!("y"));
+    assert_eq!(recv_json(&mut a3)["content"], json!("y"));
+    assert_eq!(recv_json(&mut a4)["content"], json!("y"));
+}
+
+#[test]
+fn a_burst_of_handshakes_past_max_connections_gets_503() {
+    let s = Server::start(&["--max-connections", "2", "--handshake-timeout", "30"]);
+    s.grant("tok1", "alice");
+    let _open: Vec<_> = (0..2).map(|_| s.ws_connect("tok1")).collect();
+    // 100 sockets that never send a request: up to 64 wait in their
+    // handshake (so refused upgrades still get their answer), the rest are
+    // answered 503 at once.
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(s.addr).expect("connect"))
+        .collect();
+    let mut refused = 0;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let r = read_http_response(c, &mut rest);
+        if r.status == 503 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 30, "only {refused} of 100 got 503");
+    // A complete upgrade past the limit is 503 as well, and the server is fine.
+    let r = s.http(upgrade_request("/push/tok1", &[], &[]).as_bytes());
+    assert_eq!(r.status, 503, "{:?}", r.raw);
+    assert_eq!(s.stats()["connections"], json!(2));
+}
