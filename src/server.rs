@@ -319,14 +319,7 @@ impl Server {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: the pending connection stays in the
-                    // backlog. Spinning on it would burn the CPU, so pause.
-                    warn!("accept: {e}; pausing accepts for {TICK_MS} ms");
-                    self.accept_paused = true;
-                    self.wheel.insert(self.now + TICK_MS, Timer::ResumeAccept);
-                    return;
-                }
+                Err(e) if out_of_fds(&e) => return self.pause_accepting(&e),
                 Err(e) => {
                     debug!("accept: {e}");
                     continue;
@@ -358,6 +351,18 @@ impl Server {
         }
     }
 
+    /// Out of descriptors: pending connections stay in the listeners'
+    /// backlogs. Spinning on them would burn the CPU, so both listeners
+    /// pause until the `ResumeAccept` timer retries them.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if self.accept_paused {
+            return;
+        }
+        warn!("accept: {e}; pausing accepts for {TICK_MS} ms");
+        self.accept_paused = true;
+        self.wheel.insert(self.now + TICK_MS, Timer::ResumeAccept);
+    }
+
     fn accept_control(&mut self) {
         loop {
             let Some(listener) = &self.control else {
@@ -367,6 +372,9 @@ impl Server {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The control client waits in the backlog; no new edge will
+                // report it, so the resume timer retries this listener too.
+                Err(e) if out_of_fds(&e) => return self.pause_accepting(&e),
                 Err(e) => {
                     warn!("control accept: {e}");
                     return;
@@ -444,6 +452,7 @@ impl Server {
                 Timer::ResumeAccept => {
                     self.accept_paused = false;
                     self.accept();
+                    self.accept_control();
                 }
             }
         }
@@ -573,6 +582,11 @@ fn raise_fd_limit() -> usize {
         }
     }
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// EMFILE / ENFILE: this process or the system is out of descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn unix_ms() -> u64 {

@@ -5,10 +5,10 @@
 mod common;
 
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn allowed_origin_gives_403_to_other_origins() {
@@ -96,4 +96,91 @@ fn a_burst_of_handshakes_past_max_connections_gets_503() {
     let r = s.http(upgrade_request("/push/tok1", &[], &[]).as_bytes());
     assert_eq!(r.status, 503, "{:?}", r.raw);
     assert_eq!(s.stats()["connections"], json!(2));
+}
+
+/// Under `prlimit --nofile=64`, 150 idle connections exhaust the server's
+/// descriptors: accept fails with EMFILE (the rest wait in the listen
+/// backlog of 128; more would make the clients' connects retry for a
+/// minute). The server must neither die nor spin (it pauses accepting on a
+/// 1 s timer), a control client that connected meanwhile must be served
+/// once descriptors are free, and new clients are accepted again.
+#[test]
+fn file_descriptor_exhaustion_neither_kills_nor_spins() {
+    let Some(prlimit) = find_program("prlimit") else {
+        return skip_missing("prlimit (util-linux) not found");
+    };
+    let mut s = Server::start_opts(ServerOpts {
+        args: ["--handshake-timeout", "60", "--ping-interval", "0"]
+            .map(String::from)
+            .to_vec(),
+        wrapper: vec![
+            prlimit.display().to_string(),
+            "--nofile=64:64".into(),
+            "--".into(),
+        ],
+        ..Default::default()
+    });
+    s.grant("tok1", "alice");
+    let mut reader = s.ws_connect("tok1");
+    // Connected before the flood: a new control client could not be accepted.
+    let mut ctl = s.control_conn();
+
+    let flood: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(s.addr).expect("loopback connect"))
+        .collect();
+    // Wait until the server holds every descriptor it may.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(s.pid()) < 64 {
+        assert!(
+            Instant::now() < deadline,
+            "never saturated: {} fds",
+            open_fds(s.pid())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A control client arrives while no descriptor is free.
+    let control_path = s.control_path.clone();
+    let late_control = std::thread::spawn(move || {
+        let mut c = ControlConn::connect(&control_path);
+        c.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        c.request(&json!({"op":"stats","id":"late"}))
+    });
+
+    let cpu_before = cpu_time(s.pid());
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let cpu = cpu_time(s.pid()) - cpu_before;
+    println!(
+        "saturated at {} fds for {window:?}: server CPU time {cpu:?}",
+        open_fds(s.pid())
+    );
+    assert!(s.is_running(), "the server died under EMFILE");
+    assert!(
+        cpu < Duration::from_millis(500),
+        "the server spun while saturated: {cpu:?} CPU in {window:?}"
+    );
+    // Already upgraded clients are still served meanwhile.
+    let r = ctl.request(&json!({"op":"push","content":"saturated"}));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut reader)["content"], json!("saturated"));
+
+    drop(flood);
+    let r: Value = late_control.join().expect("late control client");
+    assert_eq!(r["id"], json!("late"), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ws = loop {
+        match s.ws_try_connect_path("/push/tok1") {
+            Ok(ws) => break ws,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never accepted again: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    s.push(&[], json!("after"));
+    assert_eq!(recv_json(&mut ws)["content"], json!("after"));
+    assert!(s.is_running());
 }
