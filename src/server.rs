@@ -12,6 +12,7 @@
 //! in `ops.rs`; both are `impl Server` blocks over the state defined here.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -59,6 +60,8 @@ const FD_RESERVE: usize = 32;
 /// Connections still in their handshake allowed beyond `--max-connections`
 /// so that refused clients get their 503 instead of a silent drop.
 const HANDSHAKE_SLACK: usize = 64;
+/// Pending connections the kernel may hold for the listener.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Size of the loop-wide read buffer every socket reads into.
 const SCRATCH: usize = 64 * 1024;
 /// Largest client message unless `--max-message-size` says otherwise.
@@ -192,6 +195,7 @@ impl Server {
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
         let mut listener = TcpListener::bind(args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        raise_backlog(&listener);
         let mut control = bind_control(&args.control, args.control_mode)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -582,6 +586,21 @@ fn raise_fd_limit() -> usize {
         }
     }
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// mio listens with the standard library's backlog of 128. A reconnect
+/// storm (every client of a restarted server) or a pause in accepting
+/// (EMFILE) overflows it, and the kernel then drops SYNs that clients only
+/// retry after 1, 3, 7, ... s. Calling listen() again raises the backlog
+/// (the kernel caps it at `net.core.somaxconn`); failing that, 128 stays.
+fn raise_backlog(listener: &TcpListener) {
+    // SAFETY: listen() on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 /// EMFILE / ENFILE: this process or the system is out of descriptors.
