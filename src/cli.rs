@@ -235,6 +235,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WSPUSH_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
     /// Unsent bytes a connection may queue before it is closed as a slow consumer (4000).
+    /// With --echo, at least twice the message size limit.
     #[arg(long, env = "WSPUSH_MAX_OUTBOUND", default_value_t = 1 << 20)]
     pub max_outbound: usize,
     /// Allowed browser Origin (exact scheme://host[:port]); repeatable. None: any.

@@ -160,6 +160,11 @@ pub enum Verdict {
     Continue,
     /// Send a close frame with this code and reason, then wait for the peer's.
     Close(u16, &'static str),
+    /// Fail the connection (RFC 6455 §7.1.7): send a close frame with this
+    /// code and reason, then close TCP once it is written, without waiting
+    /// for a reply. For a broken frame header (the rest of the stream cannot
+    /// be framed any more) and a bad close frame (the peer already closed).
+    Fail(u16, &'static str),
     /// Stop reading: the connection is finishing or gone.
     Stop,
 }
@@ -212,7 +217,7 @@ fn decode_all(
         let (frame, used) = match frame::decode(&mut bytes[pos..], max_message) {
             Ok(Some(found)) => found,
             Ok(None) => return (Verdict::Continue, pos),
-            Err(e) => return (Verdict::Close(e.close_code(), "protocol error"), pos),
+            Err(e) => return (Verdict::Fail(e.close_code(), "protocol error"), pos),
         };
         let payload = &bytes[pos + frame.payload.start..pos + frame.payload.end];
         pos += used;
@@ -236,7 +241,7 @@ fn on_frame(
         OpCode::Pong => on(Event::Pong),
         OpCode::Close => match frame::parse_close(payload) {
             Ok(close) => on(Event::Close(close)),
-            Err(code) => Verdict::Close(code, "bad close frame"),
+            Err(code) => Verdict::Fail(code, "bad close frame"),
         },
         OpCode::Text | OpCode::Binary if message.is_some() => {
             Verdict::Close(1002, "new message inside a fragmented one")
@@ -336,7 +341,7 @@ mod tests {
             let mut input = None;
             let (v, _) = collect(&mut input, &bytes, 10);
             assert!(
-                matches!(v, Verdict::Close(c, _) if c == code),
+                matches!(v, Verdict::Close(c, _) | Verdict::Fail(c, _) if c == code),
                 "{v:?} for {code}"
             );
         }
@@ -347,6 +352,18 @@ mod tests {
             collect(&mut input, &big, 10).0,
             Verdict::Close(1009, _)
         ));
+        // A broken header or a bad close frame fails the connection at once.
+        let mut input = None;
+        let unmasked = [0x81, 0x01, b'x'];
+        assert_eq!(
+            collect(&mut input, &unmasked, 10).0,
+            Verdict::Fail(1002, "protocol error")
+        );
+        let bad_close = encode_masked(true, OpCode::Close, &[0, 0], KEY);
+        assert_eq!(
+            collect(&mut input, &bad_close, 10).0,
+            Verdict::Fail(1002, "bad close frame")
+        );
     }
 }
 

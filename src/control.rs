@@ -218,6 +218,9 @@ pub struct ControlConn {
     sent: usize,
     /// The client shut its write side; close once replies are out.
     pub eof: bool,
+    /// Reading stopped with input possibly left in the socket: whoever
+    /// drains the replies must resume reading (no new edge will say so).
+    pub paused: bool,
 }
 
 impl ControlConn {
@@ -231,13 +234,16 @@ impl ControlConn {
             outbuf: Vec::new(),
             sent: 0,
             eof: false,
+            paused: false,
         }
     }
 
     /// Read what the socket has, up to the backpressure bounds.
     pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
+        self.paused = false;
         loop {
             if self.pending_replies() >= MAX_PENDING_REPLIES || self.inbuf.len() > MAX_LINE {
+                self.paused = true;
                 return Ok(Fill::Paused);
             }
             match self.stream.read(scratch) {

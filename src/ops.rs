@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::conn::Phase;
 use crate::control::{self, Fill, Line, MAX_PENDING_REPLIES, Message, Request, Schedule};
 use crate::mailbox::Status;
+use crate::server::{Again, CTRL_LINE_BUDGET, Server};
 
 /// Unsent event bytes after which a listener is cut off.
 pub const MAX_EVENT_BACKLOG: usize = 1 << 20;
@@ -20,23 +21,36 @@ impl Server {
     /// Readiness on control connection `key`: flush replies, read requests,
     /// execute complete lines while the unsent replies stay under the bound.
     /// Replies are queued, and flushed at the end of the turn once the log
-    /// is synced.
+    /// is synced. At most [`CTRL_LINE_BUDGET`] lines run per turn; a client
+    /// with more waiting is resumed next turn (`again`), so a huge pipelined
+    /// stream neither starves other sources nor postpones the flush of its
+    /// pushes.
     pub(crate) fn ctrl_ready(&mut self, key: usize) {
+        let mut budget = CTRL_LINE_BUDGET;
+        // Replies of earlier turns are durable now; this turn's wait for the
+        // log sync at the end of the turn.
+        match self.ctrls.get_mut(key).map(|c| c.flush()) {
+            None => return,
+            Some(Err(_)) => return self.drop_ctrl(key),
+            Some(Ok(())) => {}
+        }
         loop {
             let Some(ctrl) = self.ctrls.get_mut(key) else {
                 return;
             };
-            if ctrl.flush().is_err() {
-                return self.drop_ctrl(key);
-            }
             let fill = match ctrl.fill(&mut self.scratch) {
                 Ok(fill) => fill,
                 Err(_) => return self.drop_ctrl(key),
             };
             while self.ctrls[key].pending_replies() < MAX_PENDING_REPLIES {
+                if budget == 0 {
+                    self.again.push(Again::Ctrl(key));
+                    return;
+                }
                 let Some(line) = self.ctrls[key].next_line() else {
                     break;
                 };
+                budget -= 1;
                 if self.listeners.contains(&key) {
                     continue; // a stream of events takes no more requests
                 }
@@ -69,6 +83,8 @@ impl Server {
         };
         if ctrl.flush().is_err() || (ctrl.eof && ctrl.pending_replies() == 0) {
             self.drop_ctrl(key);
+        } else if ctrl.paused && ctrl.pending_replies() < MAX_PENDING_REPLIES {
+            self.again.push(Again::Ctrl(key));
         }
     }
 
@@ -324,5 +340,3 @@ impl Server {
         out
     }
 }
-
-use crate::server::Server;

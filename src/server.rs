@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -63,12 +64,21 @@ const FD_RESERVE: usize = 32;
 /// Connections still in their handshake allowed beyond `--max-connections`
 /// so that refused clients get their 503 instead of a silent drop.
 const HANDSHAKE_SLACK: usize = 64;
+/// Pending connections the kernel may hold for the listener.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Size of the loop-wide read buffer every socket reads into.
 const SCRATCH: usize = 64 * 1024;
 /// Largest client message unless `--max-message-size` says otherwise.
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 /// Largest message `--echo` accepts by default (Autobahn case 9 sends 16 MiB).
 const ECHO_MAX_MESSAGE: usize = 16 << 20;
+/// Reads of [`SCRATCH`] bytes one WebSocket connection gets per loop turn
+/// (256 KiB) before the others get their turn. Also bounds what one turn can
+/// queue in reply (pongs, echoes) before the flush checks `--max-outbound`.
+pub(crate) const WS_READ_BUDGET: usize = 4;
+/// Control lines one control connection gets executed per loop turn; keeps
+/// the coalescing of a batch of pushes while bounding what one turn queues.
+pub(crate) const CTRL_LINE_BUDGET: usize = 256;
 
 /// What a token refers to.
 enum Source {
@@ -112,6 +122,22 @@ pub(crate) enum Timer {
     },
 }
 
+/// A source that used up its per-turn budget while it may still have input:
+/// edge-triggered readiness will not report it again, so the loop resumes it
+/// next turn, after every other ready source had its turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Again {
+    /// WebSocket connection `key`, if still the one with this serial.
+    Ws {
+        /// Slab key.
+        key: usize,
+        /// `Conn::serial` when deferred, so a reused slot is not mistaken.
+        serial: u64,
+    },
+    /// Control connection `key` (a reused slot only costs one spare read).
+    Ctrl(usize),
+}
+
 /// Counters reported by `stats` and `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -142,6 +168,8 @@ pub struct Server {
     pub(crate) tokens: Tokens,
     pub(crate) wheel: Wheel<Timer>,
     pub(crate) turn: Turn,
+    /// Sources to resume next turn (budget used up, input maybe left).
+    pub(crate) again: Vec<Again>,
     /// Loop-wide read buffer: no connection owns one while idle.
     pub(crate) scratch: Vec<u8>,
     pub(crate) stats: Stats,
@@ -185,7 +213,7 @@ pub struct Server {
 impl Server {
     /// Bind the listeners, load tokens and get ready to run. Errors are
     /// meant for the operator (refused control path, port in use, bad tokens file).
-    pub fn bind(args: ServeArgs) -> Result<Server, String> {
+    pub fn bind(mut args: ServeArgs) -> Result<Server, String> {
         let fd_limit = raise_fd_limit();
         let max_connections = args
             .max_connections
@@ -197,6 +225,7 @@ impl Server {
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
         let mut listener = TcpListener::bind(args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        raise_backlog(&listener);
         let mut control = bind_control(&args.control, args.control_mode)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -213,6 +242,12 @@ impl Server {
             None if args.echo => ECHO_MAX_MESSAGE,
             None => DEFAULT_MAX_MESSAGE,
         };
+        if args.echo {
+            // An echo server must be able to hold the echo of the largest
+            // message it accepts (two, pipelined), or it would close every
+            // client that sends one as a slow consumer (Autobahn 9.1.5).
+            args.max_outbound = args.max_outbound.max(2 * max_message + 64);
+        }
         info!(
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
             tokens.len()
@@ -232,6 +267,7 @@ impl Server {
             tokens,
             wheel: Wheel::new(TICK_MS, WHEEL_SLOTS),
             turn: Turn::default(),
+            again: Vec::new(),
             scratch: vec![0; SCRATCH],
             stats: Stats::default(),
             ping_frame: frame::encode(OpCode::Ping, b"").into(),
@@ -279,7 +315,12 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.wheel.next_timeout(self.now).map(Duration::from_millis);
+            let timeout = if self.again.is_empty() {
+                self.wheel.next_timeout(self.now).map(Duration::from_millis)
+            } else {
+                // Deferred input waits: only look for other ready sources.
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -287,6 +328,9 @@ impl Server {
                 return Err(e);
             }
             self.now = self.started.elapsed().as_millis() as u64;
+            // Sources deferred last turn go after this turn's events, and
+            // whatever they defer again waits for the next turn.
+            let again = std::mem::take(&mut self.again);
             for event in events.iter() {
                 match source(event.token()) {
                     Source::Listener => self.accept(),
@@ -294,6 +338,16 @@ impl Server {
                     Source::Signals => self.on_signals(),
                     Source::Ws(key) => self.ws_ready(key, event.is_writable()),
                     Source::Ctrl(key) => self.ctrl_ready(key),
+                }
+            }
+            for source in again {
+                match source {
+                    Again::Ws { key, serial } => {
+                        if self.conns.get(key).is_some_and(|c| c.serial == serial) {
+                            self.ws_read(key);
+                        }
+                    }
+                    Again::Ctrl(key) => self.ctrl_ready(key),
                 }
             }
             self.expire_timers();
@@ -317,14 +371,7 @@ impl Server {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: the pending connection stays in the
-                    // backlog. Spinning on it would burn the CPU, so pause.
-                    warn!("accept: {e}; pausing accepts for {TICK_MS} ms");
-                    self.accept_paused = true;
-                    self.wheel.insert(self.now + TICK_MS, Timer::ResumeAccept);
-                    return;
-                }
+                Err(e) if out_of_fds(&e) => return self.pause_accepting(&e),
                 Err(e) => {
                     debug!("accept: {e}");
                     continue;
@@ -356,6 +403,18 @@ impl Server {
         }
     }
 
+    /// Out of descriptors: pending connections stay in the listeners'
+    /// backlogs. Spinning on them would burn the CPU, so both listeners
+    /// pause until the `ResumeAccept` timer retries them.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if self.accept_paused {
+            return;
+        }
+        warn!("accept: {e}; pausing accepts for {TICK_MS} ms");
+        self.accept_paused = true;
+        self.wheel.insert(self.now + TICK_MS, Timer::ResumeAccept);
+    }
+
     fn accept_control(&mut self) {
         loop {
             let Some(listener) = &self.control else {
@@ -365,6 +424,9 @@ impl Server {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The control client waits in the backlog; no new edge will
+                // report it, so the resume timer retries this listener too.
+                Err(e) if out_of_fds(&e) => return self.pause_accepting(&e),
                 Err(e) => {
                     warn!("control accept: {e}");
                     return;
@@ -442,6 +504,7 @@ impl Server {
                 Timer::ResumeAccept => {
                     self.accept_paused = false;
                     self.accept();
+                    self.accept_control();
                 }
                 Timer::Mailbox => self.on_mailbox_timer(),
                 Timer::Job { key, generation } => self.on_job_timer(key as usize, generation),
@@ -591,6 +654,26 @@ fn raise_fd_limit() -> usize {
         }
     }
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// mio listens with the standard library's backlog of 128. A reconnect
+/// storm (every client of a restarted server) or a pause in accepting
+/// (EMFILE) overflows it, and the kernel then drops SYNs that clients only
+/// retry after 1, 3, 7, ... s. Calling listen() again raises the backlog
+/// (the kernel caps it at `net.core.somaxconn`); failing that, 128 stays.
+fn raise_backlog(listener: &TcpListener) {
+    // SAFETY: listen() on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// EMFILE / ENFILE: this process or the system is out of descriptors.
+fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn unix_ms() -> u64 {

@@ -10,7 +10,7 @@ use crate::conn::{self, Event, Input, Phase, Verdict};
 use crate::frame::{self, OpCode};
 use crate::handshake::{self, HttpError, Outcome, Rules, Upgrade};
 use crate::outbox::Backlog;
-use crate::server::{CLOSE_TIMEOUT_MS, Server};
+use crate::server::{Again, CLOSE_TIMEOUT_MS, Server, WS_READ_BUDGET};
 use crate::tokens::{self, TokenTag};
 
 /// Largest HTTP request head (DESIGN.md §4: beyond it, 431).
@@ -27,9 +27,20 @@ impl Server {
         self.ws_read(key);
     }
 
-    fn ws_read(&mut self, key: usize) {
+    /// Read until `WouldBlock` or the per-turn budget is spent; then the
+    /// connection waits in `again` for the next turn, so a fast sender (a
+    /// ping flood, a 16 MiB message) cannot starve the others or pile up
+    /// replies that the end-of-turn flush has not yet checked.
+    pub(crate) fn ws_read(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut reads = 0;
         while let Some(conn) = self.conns.get_mut(key) {
+            if reads == WS_READ_BUDGET {
+                let serial = conn.serial;
+                self.again.push(Again::Ws { key, serial });
+                break;
+            }
+            reads += 1;
             let n = match conn.stream.read(&mut scratch) {
                 Ok(0) => {
                     self.drop_conn(key, "peer closed the connection");
@@ -174,9 +185,16 @@ impl Server {
         let verdict = conn::feed(&mut input, data, max, |event| self.on_event(key, event));
         if let Some(conn) = self.conns.get_mut(key) {
             conn.input = input;
-            if let Verdict::Close(code, reason) = verdict {
-                debug!("conn {}: closing with {code}: {reason}", conn.serial);
-                self.start_close(key, code, reason);
+            match verdict {
+                Verdict::Close(code, reason) => {
+                    debug!("conn {}: closing with {code}: {reason}", conn.serial);
+                    self.start_close(key, code, reason);
+                }
+                Verdict::Fail(code, reason) => {
+                    debug!("conn {}: failing with {code}: {reason}", conn.serial);
+                    self.fail(key, code, reason);
+                }
+                Verdict::Continue | Verdict::Stop => {}
             }
         }
     }
@@ -249,6 +267,21 @@ impl Server {
         self.send(key, frame::encode_close(code, reason).into());
         self.conns[key].phase = Phase::Closing;
         self.arm(key, self.now + CLOSE_TIMEOUT_MS);
+    }
+
+    /// Fail the connection: our close frame, then TCP closes once it is
+    /// written (see [`Verdict::Fail`]). Already closing: the peer answered
+    /// our close with garbage or a bad close frame, so drop it now.
+    fn fail(&mut self, key: usize, code: u16, reason: &'static str) {
+        match self.conns[key].phase {
+            Phase::Open => {
+                self.leave_open(key);
+                self.send(key, frame::encode_close(code, reason).into());
+                self.finish(key);
+            }
+            Phase::Closing => self.drop_conn(key, reason),
+            Phase::Handshake | Phase::Finishing => {}
+        }
     }
 
     /// Close every live connection opened with a token (revoked or removed).

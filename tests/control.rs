@@ -655,3 +655,22 @@ fn stats_does_not_count_unfinished_handshakes() {
     assert_eq!(st["connections"], json!(1), "{st}");
     assert_eq!(s.clients(None).len(), 1);
 }
+
+#[test]
+fn a_reading_client_with_megabytes_of_pipelined_replies_is_served_to_the_end() {
+    // 20,000 stats requests in one stream: their replies (~8 MB) pass the
+    // 1 MiB bound on unsent replies many times. The server pauses reading
+    // while replies wait, and must resume on its own once they drain.
+    let s = Server::start(&[]);
+    let mut c = s.control_conn();
+    let mut writer = c.writer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let line = b"{\"op\":\"stats\"}\n".repeat(20_000);
+        writer.write_all(&line).unwrap();
+    });
+    for i in 0..20_000 {
+        let r = c.read_reply();
+        assert_eq!(r["ok"], json!(true), "reply {i}: {r}");
+    }
+    sender.join().unwrap();
+}

@@ -350,3 +350,64 @@ fn echo_large_message_with_64bit_length() {
     ws.send(Message::binary(big.clone())).unwrap();
     assert_eq!(ws.read().unwrap(), Message::binary(big));
 }
+
+/// RFC 6455 §7.1.7: after a broken frame header or a bad close frame the
+/// server sends its close and closes TCP itself; it must not wait for a
+/// close reply (the stream cannot be framed any more, or the peer already
+/// sent its close). Autobahn 3.4, 4.1.5, 7.3.x, 7.5.1, 7.9.x check this.
+#[test]
+fn a_failed_connection_is_closed_without_waiting_for_the_peer() {
+    let s = Server::start(&["--ping-interval", "0"]);
+    s.grant("tok1", "alice");
+    let bad_close = client_frame(true, OP_CLOSE, &close_payload(0, "")[..2]);
+    // RSV1 set: refused at the header; its payload arrives afterwards.
+    let rsv = build_frame(true, 4, OP_TEXT, b"Hello, world!", Some(MASK));
+    for (name, first, rest) in [
+        ("close code 0", bad_close.as_slice(), &[][..]),
+        ("RSV1 then its payload", &rsv[..2], &rsv[2..]),
+    ] {
+        let mut ws = s.raw_ws("/push/tok1");
+        ws.send(first);
+        assert_eq!(ws.expect_close(), 1002, "{name}");
+        ws.send_lossy(rest);
+        // Well under the 5 s close timeout the old code waited for.
+        ws.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        ws.expect_eof();
+    }
+}
+
+/// `--echo` accepts 16 MiB messages, so it must also be able to send one
+/// back: the default 1 MiB `--max-outbound` closed a 16 MiB echo with 4000
+/// (Autobahn 9.1.5, 9.1.6, 9.2.5, 9.2.6: behaviorClose WRONG CODE).
+#[test]
+fn echo_returns_a_message_bigger_than_the_default_max_outbound() {
+    let s = Server::start(&["--echo", "--ping-interval", "0"]);
+    s.grant("tok", "alice");
+    let mut ws = s.ws_connect("tok");
+    // A small locked receive buffer and a late first read, as a slow client
+    // (Autobahn's) has: the echo must wait in the server's outbox.
+    let small: libc::c_int = 16 * 1024;
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(ws.get_ref()),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    match ws.read().unwrap() {
+        Message::Binary(got) => assert!(got == big, "echo differs"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    // The whole echo arrived even before the fix (the partly written frame
+    // is kept), but a 4000 close followed it.
+    ws.send(Message::text("after")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("after"));
+}

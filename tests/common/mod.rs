@@ -54,6 +54,9 @@ pub struct ServerOpts {
     pub listen_arg: bool,
     /// Pass `--control PATH` (default true); when false, WSPUSH_CONTROL is set instead.
     pub control_arg: bool,
+    /// Run the binary under this command, e.g. `["prlimit", "--nofile=64:64", "--"]`
+    /// (it must exec the binary, so the child's pid is the server's).
+    pub wrapper: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -65,6 +68,7 @@ impl Default for ServerOpts {
             control_path: None,
             listen_arg: true,
             control_arg: true,
+            wrapper: vec![],
         }
     }
 }
@@ -101,7 +105,14 @@ impl Server {
             .unwrap_or_else(|| dir.path().join("wspush.sock"));
         let stderr_path = dir.path().join(format!("server-{}.stderr", unique()));
         let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve");
         if opts.listen_arg {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -994,4 +1005,58 @@ impl RawWs {
             other.push(f);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Outside programs and process figures
+// ---------------------------------------------------------------------------
+
+/// Whether CI asked for every outside program to be present (`.ci/run`).
+pub fn external_required() -> bool {
+    std::env::var("WSPUSH_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// An outside program a test needs is missing: print `SKIPPED: <why>` (the
+/// caller then returns), or fail when `WSPUSH_REQUIRE_EXTERNAL=1`.
+pub fn skip_missing(why: &str) {
+    if external_required() {
+        panic!("{why} (required: WSPUSH_REQUIRE_EXTERNAL=1)");
+    }
+    println!("SKIPPED: {why}");
+}
+
+/// `name` as found on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Resident set size of process `pid`, in bytes (from /proc).
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// User + system CPU time process `pid` has used so far (from /proc).
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')').expect("comm ends with )") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
