@@ -151,6 +151,8 @@ struct Run {
     control: Option<Control>,
     workers: Vec<Worker>,
     seq: u64,
+    /// Tokens granted so far (`{prefix}-0` .. this).
+    granted: usize,
 }
 
 fn main() {
@@ -175,8 +177,11 @@ fn main() {
         control,
         workers: Vec::new(),
         seq: 1,
+        granted: 0,
     };
-    run.grant();
+    if run.args.mode == Mode::Churn {
+        run.grant(run.args.count);
+    }
     let mut steps = run.args.steps.clone();
     if steps.is_empty() {
         steps.push(run.args.count);
@@ -236,13 +241,15 @@ fn rss_slope(points: &[Value]) -> Option<f64> {
 }
 
 impl Run {
-    fn grant(&mut self) {
+    /// Grant the tokens of connections `..n` not granted yet. Done step by
+    /// step, so an idle step's RSS growth includes its tokens and users.
+    fn grant(&mut self, n: usize) {
         let Some(control) = &mut self.control else {
             return;
         };
         let tokens = self.args.tokens();
-        let n = if tokens.shared { 1 } else { tokens.pool };
-        let requests: Vec<Value> = (0..n)
+        let n = if tokens.shared { n.min(1) } else { n };
+        let requests: Vec<Value> = (self.granted..n)
             .map(|i| json!({"op": "grant", "token": tokens.of(i), "user": tokens.of(i)}))
             .collect();
         for chunk in requests.chunks(1000) {
@@ -252,6 +259,7 @@ impl Run {
                 }
             }
         }
+        self.granted = self.granted.max(n);
     }
 
     fn spawn(&mut self) {
@@ -286,6 +294,7 @@ impl Run {
 
     /// Open connections until `n` are held; report the cost.
     fn grow(&mut self, n: usize) -> Value {
+        self.grant(n);
         let per = self.args.per_process;
         let (t0, cpu0) = (Instant::now(), self.cpu_ns());
         let mut opened = 0;
