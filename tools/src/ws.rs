@@ -9,7 +9,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 /// Connections per source address: below the 28,232 ports of Linux's
-/// default ephemeral range, with room for sockets in TIME_WAIT.
+/// default ephemeral range (per destination), with room to spare.
 pub const PER_SOURCE: usize = 25_000;
 
 /// Where connection `i` goes: `ws://HOST:PORT/PATH` with `{i}` and `{token}`
@@ -85,6 +85,7 @@ pub fn open(
 ) -> io::Result<(TcpStream, Vec<u8>)> {
     let socket = Socket::new(Domain::for_address(target.addr), Type::STREAM, None)?;
     if let Some(ip) = source {
+        no_port_at_bind(&socket)?;
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     socket.connect_timeout(&target.addr.into(), timeout)?;
@@ -121,6 +122,30 @@ pub fn open(
     }
     stream.set_nonblocking(true)?;
     Ok((stream, head.split_off(end)))
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: let `connect` pick the source port, so a port
+/// only has to be free for this destination. Without it, `bind` reserves a
+/// port for every destination, and client sockets left in TIME_WAIT by an
+/// earlier run exhaust a source address's ports.
+fn no_port_at_bind(socket: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `on`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A complete frame from the server.
