@@ -6,7 +6,8 @@
 #   tools/measure.sh [OUTDIR]        # default: tools/results
 #
 # Writes OUTDIR/{idle,idle-shared,fanout,fanout-floor,burst,burst-floor,churn}.json,
-# OUTDIR/summary.txt and OUTDIR/{memory,latency}.svg. Takes about 6 minutes.
+# OUTDIR/summary.txt and OUTDIR/{memory,latency}.svg. Takes about 8 minutes;
+# needs jq and strip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-tools/results}
