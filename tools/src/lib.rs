@@ -7,10 +7,13 @@
 //! - [`control`]: a blocking client of wspush's control socket.
 //! - [`procfs`]: a server process's CPU time and RSS, read from `/proc`.
 //! - [`summary`]: percentiles, medians, least-squares slopes.
+//! - [`worker`]: a `wspush-load` worker process holding connections and
+//!   timing receipts, driven over stdin/stdout.
 //!
 //! The binaries: `wspush-load` (the load generator: `idle`, `fanout`,
 //! `burst`, `churn`), `wspush-floor` (the raw `write` floor a broadcast is
-//! compared with) and `wspush-plot` (SVG charts from their JSON).
+//! compared with) and `wspush-plot` (SVG charts from their JSON);
+//! `measure.sh` runs them all and draws README.md's charts.
 
 #![warn(missing_docs)]
 
