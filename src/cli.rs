@@ -66,6 +66,17 @@ pub struct SendArgs {
     /// Recipient user; repeat for several. None: every online client.
     #[arg(long = "user", short = 'u')]
     pub users: Vec<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub message: PushOptions,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// What `send` and `publish` share: the envelope fields and the options.
+#[derive(Debug, Args)]
+pub struct PushOptions {
     /// Optional title field of the envelope.
     #[arg(long)]
     pub title: Option<String>,
@@ -74,17 +85,6 @@ pub struct SendArgs {
     pub kind: Option<i64>,
     /// The content: parsed as JSON when it is valid JSON, else sent as a string.
     pub content: String,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub extra: PushOptions,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub control: ControlArg,
-}
-
-/// Options shared by `send` and `publish`.
-#[derive(Debug, Args)]
-pub struct PushOptions {
     /// Latest-value key: replaces an unsent message with the same key.
     #[arg(long)]
     pub key: Option<String>,
@@ -102,17 +102,9 @@ pub struct PublishArgs {
     /// The topic; every connection subscribed to it receives the message.
     #[arg(long, short = 't')]
     pub topic: String,
-    /// Optional title field of the envelope.
-    #[arg(long)]
-    pub title: Option<String>,
-    /// Optional numeric type field of the envelope.
-    #[arg(long = "type")]
-    pub kind: Option<i64>,
-    /// The content: parsed as JSON when it is valid JSON, else sent as a string.
-    pub content: String,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub extra: PushOptions,
+    pub message: PushOptions,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub control: ControlArg,

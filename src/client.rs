@@ -16,17 +16,11 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Serve(_) => return Err("serve is not a client command".into()),
         Command::Send(a) => {
             let req = json!({ "op": "push", "users": a.users });
-            (
-                a.control.control,
-                message(req, a.content, a.title, a.kind, a.extra),
-            )
+            (a.control.control, message(req, a.message))
         }
         Command::Publish(a) => {
             let req = json!({ "op": "publish", "topic": a.topic });
-            (
-                a.control.control,
-                message(req, a.content, a.title, a.kind, a.extra),
-            )
+            (a.control.control, message(req, a.message))
         }
         Command::Cancel(a) => (
             a.control.control,
@@ -75,21 +69,16 @@ pub fn run(command: Command) -> Result<(), String> {
 }
 
 /// Fill in a push/publish request's content and optional fields.
-fn message(
-    mut req: Value,
-    content: String,
-    title: Option<String>,
-    kind: Option<i64>,
-    extra: PushOptions,
-) -> Value {
+fn message(mut req: Value, options: PushOptions) -> Value {
     // Content is JSON when it parses as JSON, else a plain string.
+    let content = options.content;
     req["content"] = serde_json::from_str::<Value>(&content).unwrap_or(Value::String(content));
     let optional = [
-        ("title", title.map(Value::from)),
-        ("type", kind.map(Value::from)),
-        ("key", extra.key.map(Value::from)),
-        ("delay", extra.delay.map(Value::from)),
-        ("every", extra.every.map(Value::from)),
+        ("title", options.title.map(Value::from)),
+        ("type", options.kind.map(Value::from)),
+        ("key", options.key.map(Value::from)),
+        ("delay", options.delay.map(Value::from)),
+        ("every", options.every.map(Value::from)),
     ];
     for (name, value) in optional {
         if let Some(value) = value {

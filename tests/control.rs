@@ -396,21 +396,6 @@ fn live_server_refuses_second_instance() {
 // CLI
 // ---------------------------------------------------------------------------
 
-fn stdout_json(out: &std::process::Output) -> Value {
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}; stdout {so:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = so
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no output line"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {so:?}"))
-}
-
 fn ctl(s: &Server) -> String {
     s.control_path.to_str().unwrap().to_string()
 }

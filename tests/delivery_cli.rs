@@ -14,22 +14,6 @@ use delivery::*;
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-/// The reply line of a successful CLI run.
-fn stdout_json(out: &Output) -> Value {
-    let so = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}; stdout {so:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = so
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no output line"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {so:?}"))
-}
-
 fn assert_fails(out: &Output, what: &str) {
     assert!(
         !out.status.success(),

@@ -1060,3 +1060,20 @@ pub fn cpu_time(pid: i32) -> Duration {
 pub fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
+
+/// The reply line a successful CLI run printed, parsed (panics with the
+/// exit status, stdout and stderr otherwise).
+pub fn stdout_json(out: &Output) -> Value {
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}; stdout {so:?}; stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = so
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no output line"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout not JSON ({e}): {so:?}"))
+}
