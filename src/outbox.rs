@@ -371,6 +371,16 @@ mod tests {
         calls: usize,
     }
 
+    impl Throttled {
+        fn new(room: usize) -> Self {
+            Throttled {
+                room,
+                got: vec![],
+                calls: 0,
+            }
+        }
+    }
+
     impl Write for Throttled {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.write_vectored(&[IoSlice::new(buf)])
@@ -408,11 +418,7 @@ mod tests {
             turn.enqueue(1, &mut b, f);
         }
         assert_eq!(turn.take_dirty(), vec![0, 1]);
-        let mut sink = Throttled {
-            room: 100,
-            got: vec![],
-            calls: 0,
-        };
+        let mut sink = Throttled::new(100);
         let mut backlog = None;
         assert_eq!(
             turn.write_chain(&mut a, &mut backlog, &mut sink).unwrap(),
@@ -432,11 +438,7 @@ mod tests {
             let f = turn.add(frame(text), 0);
             turn.enqueue(7, &mut chain, f);
         }
-        let mut sink = Throttled {
-            room: 5,
-            got: vec![],
-            calls: 0,
-        };
+        let mut sink = Throttled::new(5);
         let mut backlog = None;
         assert_eq!(
             turn.write_chain(&mut chain, &mut backlog, &mut sink)
@@ -458,11 +460,7 @@ mod tests {
         let mut chain = Chain::default();
         let f = turn.add(frame(b"lonely"), 0);
         turn.enqueue(3, &mut chain, f);
-        let mut sink = Throttled {
-            room: 2,
-            got: vec![],
-            calls: 0,
-        };
+        let mut sink = Throttled::new(2);
         let mut backlog = None;
         assert_eq!(
             turn.write_chain(&mut chain, &mut backlog, &mut sink)
@@ -481,11 +479,7 @@ mod tests {
         let mut chain = Chain::default();
         let f = turn.add(frame(b"first"), 0);
         turn.enqueue(0, &mut chain, f);
-        let mut sink = Throttled {
-            room: 2,
-            got: vec![],
-            calls: 0,
-        };
+        let mut sink = Throttled::new(2);
         let mut backlog = None;
         turn.write_chain(&mut chain, &mut backlog, &mut sink)
             .unwrap();
@@ -516,11 +510,7 @@ mod tests {
             let f = turn.add(frame(text), key);
             turn.enqueue(0, &mut chain, f);
         }
-        let mut sink = Throttled {
-            room: 3,
-            got: vec![],
-            calls: 0,
-        };
+        let mut sink = Throttled::new(3);
         let mut backlog = None;
         turn.write_chain(&mut chain, &mut backlog, &mut sink)
             .unwrap();
