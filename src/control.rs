@@ -6,9 +6,16 @@
 //! server executes the requests. A bad line is answered with
 //! `{"ok":false,"error":...}` and the connection stays usable. A line longer
 //! than [`MAX_LINE`] is answered with an error and skipped up to its newline.
-//! A client that sends requests but does not read the replies stops being
-//! read once [`MAX_PENDING_REPLIES`] bytes of replies are waiting, so it can
-//! never grow the server's memory.
+//! A last line without a newline is executed when the client shuts its
+//! side. A client that sends requests but does not read the replies stops
+//! being read once [`MAX_PENDING_REPLIES`] bytes of replies are waiting, so
+//! it can never grow the server's memory.
+//!
+//! Replies are *held* ([`ControlConn::hold`]) until the end of the turn,
+//! when the server has synced the data log; only then are they released to
+//! the socket ([`ControlConn::release`]), each one that depends on records
+//! the log could not write turned into an error. [`ControlConn::flush`]
+//! writes released bytes only, so no path can send a reply early.
 
 use std::io::{self, Read, Write};
 
@@ -20,6 +27,8 @@ use serde_json::{Map, Value};
 pub const MAX_LINE: usize = 1 << 20;
 /// Unsent reply bytes at which the server stops reading a control client.
 pub const MAX_PENDING_REPLIES: usize = 1 << 20;
+/// Buffers above this capacity are given back once they empty out.
+const SMALL_BUFFER: usize = 64 * 1024;
 
 /// What a push, a publish or a scheduled job sends, and to whom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +143,20 @@ pub enum Request {
     Events {},
 }
 
+impl Request {
+    /// Whether the request changes state (refused once shutting down);
+    /// queries and `events` are still answered.
+    pub fn is_job(&self) -> bool {
+        !matches!(
+            self,
+            Request::Clients { .. }
+                | Request::Stats {}
+                | Request::Messages { .. }
+                | Request::Events {}
+        )
+    }
+}
+
 /// Parse one request line. The `id` is returned even when the request is
 /// bad, so the error reply can carry it.
 pub fn parse(line: &[u8]) -> (Option<Value>, Result<Request, String>) {
@@ -182,6 +205,33 @@ fn finish(id: Option<Value>, mut map: Map<String, Value>) -> Vec<u8> {
     line
 }
 
+/// A reply waiting for the end of its turn.
+#[derive(Debug)]
+struct Held {
+    line: Vec<u8>,
+    /// Log position the reply's records end at, if it wrote any.
+    needs: Option<u64>,
+}
+
+/// The reply a request gets when the records it wrote could not reach the
+/// disk: `ok` false, the reason, `"durable":false`, and the fields of the
+/// reply it would have had (a push delivered online says how many got it).
+pub fn not_durable(reply: &[u8], reason: &str) -> Vec<u8> {
+    let mut map = match serde_json::from_slice(reply) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    if map.get("ok") == Some(&Value::Bool(false)) {
+        return reply.to_vec();
+    }
+    map.insert("ok".into(), Value::Bool(false));
+    map.insert("error".into(), Value::String(format!("data log: {reason}")));
+    map.insert("durable".into(), Value::Bool(false));
+    let mut line = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serialises");
+    line.push(b'\n');
+    line
+}
+
 /// What [`ControlConn::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -213,9 +263,13 @@ pub struct ControlConn {
     scanned: usize,
     /// Discarding an over-long line up to its newline.
     skipping: bool,
-    /// Reply bytes not yet written, from `sent` on.
+    /// Released reply bytes not yet written, from `sent` on.
     outbuf: Vec<u8>,
     sent: usize,
+    /// Replies of this turn, in order, waiting for the log sync.
+    held: Vec<Held>,
+    /// Bytes in `held`.
+    held_bytes: usize,
     /// The client shut its write side; close once replies are out.
     pub eof: bool,
     /// Reading stopped with input possibly left in the socket: whoever
@@ -233,6 +287,8 @@ impl ControlConn {
             skipping: false,
             outbuf: Vec::new(),
             sent: 0,
+            held: Vec::new(),
+            held_bytes: 0,
             eof: false,
             paused: false,
         }
@@ -259,11 +315,13 @@ impl ControlConn {
         }
     }
 
-    /// The next complete line, if any.
+    /// The next complete line, if any; after EOF, also the unterminated
+    /// rest. Every line is held to [`MAX_LINE`] (terminator excluded),
+    /// wherever the reads that brought it happened to end.
     pub fn next_line(&mut self) -> Option<Line> {
         loop {
             let found = memchr(&self.inbuf[self.scanned..]).map(|i| self.scanned + i);
-            match found {
+            let mut line = match found {
                 Some(end) => {
                     let mut line: Vec<u8> = self.inbuf.drain(..=end).collect();
                     self.scanned = 0;
@@ -271,44 +329,88 @@ impl ControlConn {
                     if std::mem::take(&mut self.skipping) {
                         continue;
                     }
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if line.iter().all(|b| b.is_ascii_whitespace()) {
-                        continue;
-                    }
-                    return Some(Line::Request(line));
+                    line
                 }
                 None if self.inbuf.len() > MAX_LINE => {
-                    self.inbuf = Vec::new();
-                    self.scanned = 0;
+                    self.release_inbuf();
                     if !std::mem::replace(&mut self.skipping, true) {
                         return Some(Line::TooLong);
                     }
                     return None;
                 }
+                None if self.eof && !self.skipping && !self.inbuf.is_empty() => {
+                    self.scanned = 0;
+                    std::mem::take(&mut self.inbuf)
+                }
                 None => {
                     if self.skipping {
                         self.inbuf.clear();
                     }
+                    if self.inbuf.capacity() > SMALL_BUFFER && self.inbuf.len() < SMALL_BUFFER {
+                        self.inbuf.shrink_to(SMALL_BUFFER);
+                    }
                     self.scanned = self.inbuf.len();
                     return None;
                 }
+            };
+            if line.last() == Some(&b'\r') {
+                line.pop();
             }
+            if line.len() > MAX_LINE {
+                return Some(Line::TooLong);
+            }
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            return Some(Line::Request(line));
         }
     }
 
-    /// Queue a reply line.
-    pub fn queue(&mut self, reply: &[u8]) {
-        self.outbuf.extend_from_slice(reply);
+    fn release_inbuf(&mut self) {
+        self.inbuf = Vec::new();
+        self.scanned = 0;
     }
 
-    /// Unsent reply bytes.
+    /// Hold a reply until the end of the turn; `needs` is the log position
+    /// its records end at, if the request wrote any.
+    pub fn hold(&mut self, line: Vec<u8>, needs: Option<u64>) {
+        self.held_bytes += line.len();
+        self.held.push(Held { line, needs });
+    }
+
+    /// Queue an event line: it promises nothing durable, so it goes out
+    /// with the next flush, unless replies are held, which it must follow.
+    pub fn queue_event(&mut self, line: &[u8]) {
+        if self.held.is_empty() {
+            self.outbuf.extend_from_slice(line);
+        } else {
+            self.hold(line.to_vec(), None);
+        }
+    }
+
+    /// The log is synced up to `durable`: release the held replies, each
+    /// one whose records lie beyond it answered as [`not_durable`].
+    pub fn release(&mut self, durable: u64, reason: &str) {
+        for held in self.held.drain(..) {
+            if held.needs.is_some_and(|needs| needs > durable) {
+                self.outbuf
+                    .extend_from_slice(&not_durable(&held.line, reason));
+            } else {
+                self.outbuf.extend_from_slice(&held.line);
+            }
+        }
+        self.held_bytes = 0;
+        if self.held.capacity() > 1024 {
+            self.held = Vec::new();
+        }
+    }
+
+    /// Reply bytes not yet written, held ones included.
     pub fn pending_replies(&self) -> usize {
-        self.outbuf.len() - self.sent
+        self.outbuf.len() - self.sent + self.held_bytes
     }
 
-    /// Write queued replies until done or `WouldBlock`.
+    /// Write released replies until done or `WouldBlock`.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.outbuf.len() {
             match self.stream.write(&self.outbuf[self.sent..]) {
@@ -321,7 +423,7 @@ impl ControlConn {
         }
         if self.sent == self.outbuf.len() {
             // Release big buffers; keep small ones for the next replies.
-            if self.outbuf.capacity() > 64 * 1024 {
+            if self.outbuf.capacity() > SMALL_BUFFER {
                 self.outbuf = Vec::new();
             } else {
                 self.outbuf.clear();

@@ -18,9 +18,10 @@ use crate::store::Entry;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC: usize = 128;
-/// Seqs reserved in the log at a time, so a restart never reuses one
-/// without writing every push's seq.
-const SEQ_BLOCK: u64 = 1000;
+/// Seqs reserved in the log at a time. A new reservation is appended when
+/// less than half of the current one is left, so it is normally durable
+/// (synced at the end of its turn) long before a seq needs it.
+pub(crate) const SEQ_BLOCK: u64 = 4096;
 
 /// The JSON object every push delivers (DESIGN.md §4).
 #[derive(Serialize)]
@@ -54,26 +55,41 @@ pub(crate) struct Delivered {
 }
 
 impl Server {
-    /// Hand out the next seq, reserving a block in the log when needed.
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        if self.seq > self.seq_reserved
-            && let Some(store) = &mut self.store
-        {
-            self.seq_reserved = self.seq + SEQ_BLOCK;
-            store.append(&Entry::Seq {
-                upto: self.seq_reserved,
-            });
+    /// Hand out the next seq. With a data log it comes only from a durable
+    /// reservation, so a restart never hands out a seq a client already
+    /// holds: when a turn would outrun the reservation, the log is synced
+    /// right away, and while the log is failed the push is refused once the
+    /// durable reservation is used up.
+    fn next_seq(&mut self) -> Result<u64, String> {
+        let seq = self.seq + 1;
+        if let Some(store) = &mut self.store {
+            if seq + SEQ_BLOCK / 2 > store.reserved() {
+                store.reserve(seq + SEQ_BLOCK);
+            }
+            if seq > store.reserved_durable() {
+                self.sync_log();
+            }
         }
-        self.seq
+        if let Some(store) = &self.store
+            && seq > store.reserved_durable()
+        {
+            let reason = store.failed().unwrap_or("seq reservation not written");
+            return Err(format!("data log: {reason}"));
+        }
+        self.seq = seq;
+        Ok(seq)
     }
 
     /// Send a message now: encode it once, as one frame, and queue it to
     /// every recipient (O(1) allocations however many receive it); record it
     /// in the mailbox for listed users. The message id is `{prefix}-{seq}`
     /// unless given (scheduled jobs have theirs).
-    pub(crate) fn deliver(&mut self, message: &Message, message_id: Option<&str>) -> Delivered {
-        let seq = self.next_seq();
+    pub(crate) fn deliver(
+        &mut self,
+        message: &Message,
+        message_id: Option<&str>,
+    ) -> Result<Delivered, String> {
+        let seq = self.next_seq()?;
         let message_id = match message_id {
             Some(id) => id.to_string(),
             None => format!("{}-{seq}", self.id_prefix),
@@ -149,7 +165,7 @@ impl Server {
         self.stats.pushes += 1;
         self.stats.messages_out += report.delivered as u64;
         self.stats.bytes_out += frame.len() as u64 * report.delivered as u64;
-        report
+        Ok(report)
     }
 
     /// Put a record in the mailbox (and the log), and make sure expiry runs.

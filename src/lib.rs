@@ -20,6 +20,7 @@
 //! - `persist`: restoring `--data-dir` at start and the compacted snapshot.
 //! - [`mailbox`]: held messages and per-user history, with their bounds.
 //! - [`store`]: the checksummed append-only log behind `--data-dir`.
+//! - [`heap`]: handing freed memory back to the OS.
 //! - [`conn`]: one connection's state and the inbound frame → message path.
 //! - [`handshake`]: the HTTP upgrade, on byte slices.
 //! - [`frame`]: the RFC 6455 frame codec.
@@ -39,6 +40,7 @@ pub mod control;
 mod delivery;
 pub mod frame;
 pub mod handshake;
+pub mod heap;
 pub mod mailbox;
 mod ops;
 pub mod outbox;

@@ -10,6 +10,7 @@ use crate::conn::Phase;
 use crate::control::{self, Fill, Line, MAX_PENDING_REPLIES, Message, Request, Schedule};
 use crate::mailbox::Status;
 use crate::server::{Again, CTRL_LINE_BUDGET, Server};
+use crate::store::Store;
 
 /// Unsent event bytes after which a listener is cut off.
 pub const MAX_EVENT_BACKLOG: usize = 1 << 20;
@@ -18,17 +19,17 @@ const PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 impl Server {
-    /// Readiness on control connection `key`: flush replies, read requests,
-    /// execute complete lines while the unsent replies stay under the bound.
-    /// Replies are queued, and flushed at the end of the turn once the log
-    /// is synced. At most [`CTRL_LINE_BUDGET`] lines run per turn; a client
+    /// Readiness on control connection `key`: flush released replies, read
+    /// requests, execute complete lines while the unsent replies stay under
+    /// the bound. Replies are held, and released at the end of the turn once
+    /// the log is synced (`Server::release_replies`). At most [`CTRL_LINE_BUDGET`] lines run per turn; a client
     /// with more waiting is resumed next turn (`again`), so a huge pipelined
     /// stream neither starves other sources nor postpones the flush of its
     /// pushes.
     pub(crate) fn ctrl_ready(&mut self, key: usize) {
         let mut budget = CTRL_LINE_BUDGET;
-        // Replies of earlier turns are durable now; this turn's wait for the
-        // log sync at the end of the turn.
+        // Only replies released by earlier turns go out here; this turn's
+        // are held until its log sync.
         match self.ctrls.get_mut(key).map(|c| c.flush()) {
             None => return,
             Some(Err(_)) => return self.drop_ctrl(key),
@@ -54,11 +55,17 @@ impl Server {
                 if self.listeners.contains(&key) {
                     continue; // a stream of events takes no more requests
                 }
+                let before = self.store.as_ref().map(Store::required);
                 let reply = match line {
                     Line::Request(request) => self.execute(key, &request),
                     Line::TooLong => control::error(None, "line longer than 1 MiB refused"),
                 };
-                self.ctrls[key].queue(&reply);
+                let needs = self
+                    .store
+                    .as_ref()
+                    .map(Store::required)
+                    .filter(|&after| Some(after) != before);
+                self.ctrls[key].hold(reply, needs);
                 self.mark_ctrl_dirty(key);
             }
             let ctrl = &self.ctrls[key];
@@ -76,7 +83,7 @@ impl Server {
         }
     }
 
-    /// Write a control connection's queued replies (end of turn).
+    /// Write a control connection's released replies (end of turn).
     pub(crate) fn flush_ctrl(&mut self, key: usize) {
         let Some(ctrl) = self.ctrls.get_mut(key) else {
             return;
@@ -98,11 +105,11 @@ impl Server {
         }
         if ctrl.pending_replies() + line.len() > MAX_EVENT_BACKLOG {
             debug!("control {key}: events listener too slow, disconnecting");
-            ctrl.queue(b"{\"event\":\"error\",\"error\":\"listener too slow: events dropped, disconnecting\"}\n");
+            ctrl.queue_event(b"{\"event\":\"error\",\"error\":\"listener too slow: events dropped, disconnecting\"}\n");
             let _ = ctrl.flush();
             return self.drop_ctrl(key);
         }
-        ctrl.queue(line);
+        ctrl.queue_event(line);
         self.mark_ctrl_dirty(key);
     }
 
@@ -130,6 +137,9 @@ impl Server {
     }
 
     fn apply(&mut self, key: usize, request: Request) -> Result<Value, String> {
+        if self.shutting_down && request.is_job() {
+            return Err("shutting down".into());
+        }
         match request {
             Request::Push {
                 mut message,
@@ -189,7 +199,7 @@ impl Server {
         if schedule.is_scheduled() {
             return self.schedule(message, schedule);
         }
-        let report = self.deliver(&message, None);
+        let report = self.deliver(&message, None)?;
         let mut reply = json!({ "messageId": report.message_id, "seq": report.seq, "delivered": report.delivered });
         if message.topic.is_none() {
             reply["queued"] = json!(report.queued);
@@ -309,6 +319,13 @@ impl Server {
             "mailbox_expired": self.mailbox.expired,
             "jobs": self.job_count(),
             "listeners": self.listeners.len(),
+            "data_log": match &self.store {
+                None => "off",
+                Some(store) if store.failed().is_some() => "failed",
+                Some(_) => "ok",
+            },
+            "data_log_error": self.store.as_ref().and_then(Store::failed),
+            "data_log_failures": self.store.as_ref().map_or(0, Store::failures),
             "uptime": self.uptime(),
         })
     }
@@ -333,6 +350,13 @@ impl Server {
             ("mailbox_expired_total", "counter", self.mailbox.expired),
             ("uptime_seconds", "gauge", self.uptime()),
         ];
+        let log_rows = self.store.as_ref().map(|store| {
+            [
+                ("data_log_ok", "gauge", u64::from(store.failed().is_none())),
+                ("data_log_failures_total", "counter", store.failures()),
+            ]
+        });
+        let rows = rows.into_iter().chain(log_rows.into_iter().flatten());
         let mut out = String::new();
         for (name, kind, value) in rows {
             let _ = writeln!(out, "# TYPE wspush_{name} {kind}\nwspush_{name} {value}");

@@ -80,6 +80,8 @@ pub struct Turn {
     links: Vec<Link>,
     /// Slab keys of connections with a non-empty chain (each listed once).
     dirty: Vec<usize>,
+    /// Bytes of the frames added since [`Turn::take_bytes`].
+    bytes: u64,
 }
 
 impl Turn {
@@ -87,6 +89,7 @@ impl Turn {
     /// enqueue it to recipients with [`Turn::enqueue`].
     pub fn add(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef {
         let index = u32::try_from(self.frames.len()).expect("fewer than 4G frames a turn");
+        self.bytes += frame.len() as u64;
         self.frames.push((frame, key));
         FrameRef(index)
     }
@@ -139,6 +142,11 @@ impl Turn {
             prev = cursor;
             cursor = link.next;
         }
+    }
+
+    /// Bytes of the frames added since the last call.
+    pub fn take_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes)
     }
 
     /// Whether any connection has frames queued this turn.

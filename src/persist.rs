@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use log::info;
+use log::{debug, error, info};
 
 use crate::control::Message;
+use crate::delivery::SEQ_BLOCK;
 use crate::frame::{self, OpCode};
 use crate::mailbox::{Record, Status};
 use crate::server::Server;
@@ -75,7 +76,6 @@ impl Server {
             }
         }
         self.seq = seq;
-        self.seq_reserved = seq;
         let now = self.unix_ms(self.now);
         if let Some(next) = self.mailbox.expire(now) {
             self.arm_mailbox(next);
@@ -87,34 +87,61 @@ impl Server {
             let (id, next, every, n, message) = jobs[i].clone();
             self.add_job(Rc::from(id.as_str()), message, every, next.max(now), n);
         }
-        store.rewrite(&self.snapshot())?;
+        // A fresh reservation, durable with the snapshot before any seq of
+        // this run is handed out.
+        store.reserve(seq + SEQ_BLOCK);
+        self.store = Some(store);
+        let snapshot = self.snapshot();
+        let store = self.store.as_mut().expect("attached above");
+        match store.rewrite(&snapshot) {
+            Ok(()) => {}
+            Err(e) if is_disk_full(&e) => {
+                // Start anyway: clients still get what is held and what is
+                // pushed to them online; replies that need the log say it
+                // failed, and the retry timer recovers once there is room.
+                error!("{e}: starting with the data log failed");
+                store.fail(e.to_string());
+                self.on_log_failure();
+            }
+            Err(e) => return Err(e.to_string()),
+        }
         info!(
             "{}: restored {count} log records: seq {seq}, {} held messages, {} jobs",
             dir.display(),
             self.mailbox.held(),
             self.job_count()
         );
-        self.store = Some(store);
         Ok(())
     }
 
-    /// Rewrite the log as a snapshot of the live state.
-    pub(crate) fn compact_log(&mut self) {
+    /// Rewrite the log as a snapshot of the live state (it has grown, or it
+    /// failed and this is the retry). Returns whether it is healthy now.
+    pub(crate) fn compact_log(&mut self) -> bool {
         let snapshot = self.snapshot();
-        if let Some(store) = &mut self.store {
-            match store.rewrite(&snapshot) {
-                Ok(()) => info!("compacted the data log to {} records", snapshot.len()),
-                Err(e) => log::error!("{e}"),
-            }
+        let Some(store) = &mut self.store else {
+            return true;
+        };
+        let was_failed = store.failed().is_some();
+        match store.rewrite(&snapshot) {
+            Ok(()) if was_failed => info!(
+                "data log recovered: rewrote {} records of live state",
+                snapshot.len()
+            ),
+            Ok(()) => info!("compacted the data log to {} records", snapshot.len()),
+            Err(e) if was_failed => debug!("data log still failed: {e}"),
+            // The old log is intact: compaction waits for the next growth.
+            Err(e) => error!("{e}"),
         }
+        store.failed().is_none()
     }
 
     /// The live state as log records.
     fn snapshot(&self) -> Vec<Entry> {
         // The reservation, not the last seq: seqs up to it may be handed out
         // without another log record.
+        let reserved = self.store.as_ref().map_or(0, Store::reserved);
         let mut entries = vec![Entry::Seq {
-            upto: self.seq_reserved.max(self.seq),
+            upto: reserved.max(self.seq),
         }];
         for (user, record) in self.mailbox.list(None, None, 0, usize::MAX) {
             let body = record.frame.as_deref().map_or(&[][..], payload);
@@ -133,4 +160,12 @@ fn payload(frame: &[u8]) -> &[u8] {
         _ => 2,
     };
     frame.get(header..).unwrap_or_default()
+}
+
+/// ENOSPC or EDQUOT: space may come back, so the server runs on.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

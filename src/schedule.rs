@@ -8,7 +8,7 @@
 
 use std::rc::Rc;
 
-use log::debug;
+use log::{debug, warn};
 use serde_json::{Value, json};
 
 use crate::control::{Message, Schedule};
@@ -127,20 +127,31 @@ impl Server {
             return;
         }
         job.timer = None;
-        job.n += 1;
+        let n = job.n + 1;
         let message_id = if job.every == 0 {
             job.id.to_string()
         } else {
-            format!("{}.{}", job.id, job.n)
+            format!("{}.{n}", job.id)
         };
         let message = job.message.clone();
-        let report = self.deliver(&message, Some(&message_id));
-        debug!(
-            "job {message_id}: sent as seq {}, delivered {}",
-            report.seq, report.delivered
-        );
         let now = self.unix_ms(self.now);
+        match self.deliver(&message, Some(&message_id)) {
+            Ok(report) => debug!(
+                "job {message_id}: sent as seq {}, delivered {}",
+                report.seq, report.delivered
+            ),
+            Err(e) => {
+                // No seq can be handed out (the data log is failed): this
+                // run waits for the log rather than being lost.
+                warn!("job {message_id}: not sent, retrying in 1 s: {e}");
+                let job = &mut self.jobs[key];
+                job.next = now + 1000;
+                self.arm_job(key);
+                return;
+            }
+        }
         let job = &mut self.jobs[key];
+        job.n = n;
         if job.every == 0 {
             let id = job.id.clone();
             self.cancel(&id);

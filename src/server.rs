@@ -1,12 +1,23 @@
 //! The event loop: one thread, one `mio::Poll`, every source registered once
 //! for edge-triggered readiness.
 //!
-//! One turn, in the order redis' `ae.c` taught: compute the poll timeout from
-//! the timer wheel → poll → handle I/O (accept, read, execute control
-//! requests; pushes only *queue* frames) → expire timers → flush the turn's
-//! queued frames with one `writev` per connection → sleep again. Handling a
-//! batch of control lines before flushing is what coalesces back-to-back
-//! pushes into one syscall per connection.
+//! One turn, always in this order (see [`Server::run`]):
+//!
+//! 1. poll, with the timeout the timer wheel asks for;
+//! 2. handle input: accept, read, execute control requests. Nothing is sent
+//!    for them yet: pushes *queue* frames, requests queue log records, and
+//!    replies are *held* on their control connection;
+//! 3. expire timers (which may queue more of the same);
+//! 4. write + `fdatasync` the turn's log records, once;
+//! 5. only then flush the turn's frames (one `writev` per connection) and
+//!    release the held replies, each one rewritten as an error if the log
+//!    records it depends on could not be written.
+//!
+//! So a reply or a frame can never leave before the records and the seq
+//! reservation it depends on are on disk: the order is the structure of the
+//! loop, not a convention of the callers. Handling a batch of control lines
+//! before flushing is also what coalesces back-to-back pushes into one
+//! syscall per connection.
 //!
 //! The WebSocket side of a connection lives in `ws.rs`, the control requests
 //! in `ops.rs`; both are `impl Server` blocks over the state defined here.
@@ -31,6 +42,7 @@ use crate::conn::{Conn, Phase};
 use crate::control::ControlConn;
 use crate::frame::{self, OpCode};
 use crate::handshake;
+use crate::heap;
 use crate::mailbox::Mailbox;
 use crate::outbox::{self, Turn};
 use crate::schedule::Job;
@@ -64,6 +76,8 @@ const FD_RESERVE: usize = 32;
 /// Connections still in their handshake allowed beyond `--max-connections`
 /// so that refused clients get their 503 instead of a silent drop.
 const HANDSHAKE_SLACK: usize = 64;
+/// How often a failed data log is retried.
+const LOG_RETRY_MS: u64 = 1000;
 /// Pending connections the kernel may hold for the listener.
 const LISTEN_BACKLOG: libc::c_int = 4096;
 /// Size of the loop-wide read buffer every socket reads into.
@@ -120,6 +134,10 @@ pub(crate) enum Timer {
         /// `Job::generation` when armed.
         generation: u32,
     },
+    /// The data log is failed: try to rewrite it from the live state.
+    DataLog,
+    /// Return freed heap memory to the OS (see `heap.rs`).
+    Trim,
 }
 
 /// A source that used up its per-turn budget while it may still have input:
@@ -168,6 +186,8 @@ pub struct Server {
     pub(crate) tokens: Tokens,
     pub(crate) wheel: Wheel<Timer>,
     pub(crate) turn: Turn,
+    /// When to hand freed memory back to the OS.
+    heap: heap::Trim,
     /// Sources to resume next turn (budget used up, input maybe left).
     pub(crate) again: Vec<Again>,
     /// Loop-wide read buffer: no connection owns one while idle.
@@ -194,8 +214,6 @@ pub struct Server {
     pub(crate) mailbox_timer: bool,
     /// The durable log (`--data-dir`).
     pub(crate) store: Option<Store>,
-    /// Highest seq reserved in the log.
-    pub(crate) seq_reserved: u64,
     pub(crate) jobs: Slab<Job>,
     pub(crate) job_ids: HashMap<Rc<str>, usize>,
     pub(crate) job_serial: u64,
@@ -207,13 +225,15 @@ pub struct Server {
     /// Upgraded connections that are not closing.
     pub(crate) open: usize,
     accept_paused: bool,
-    shutting_down: bool,
+    /// SIGINT/SIGTERM arrived: no new jobs, closing every client.
+    pub(crate) shutting_down: bool,
 }
 
 impl Server {
     /// Bind the listeners, load tokens and get ready to run. Errors are
     /// meant for the operator (refused control path, port in use, bad tokens file).
     pub fn bind(mut args: ServeArgs) -> Result<Server, String> {
+        heap::configure();
         let fd_limit = raise_fd_limit();
         let max_connections = args
             .max_connections
@@ -267,6 +287,7 @@ impl Server {
             tokens,
             wheel: Wheel::new(TICK_MS, WHEEL_SLOTS),
             turn: Turn::default(),
+            heap: heap::Trim::default(),
             again: Vec::new(),
             scratch: vec![0; SCRATCH],
             stats: Stats::default(),
@@ -286,7 +307,6 @@ impl Server {
             mailbox,
             mailbox_timer: false,
             store: None,
-            seq_reserved: 0,
             jobs: Slab::new(),
             job_ids: HashMap::new(),
             job_serial: 0,
@@ -351,8 +371,9 @@ impl Server {
                 }
             }
             self.expire_timers();
+            self.sync_log();
             self.flush_turn();
-            self.sync_and_reply();
+            self.release_replies();
             if self.shutting_down && self.conns.is_empty() {
                 break;
             }
@@ -507,7 +528,15 @@ impl Server {
                     self.accept_control();
                 }
                 Timer::Mailbox => self.on_mailbox_timer(),
+                // Jobs stay in the log and run after the restart.
+                Timer::Job { .. } if self.shutting_down => {}
                 Timer::Job { key, generation } => self.on_job_timer(key as usize, generation),
+                Timer::Trim => self.heap.run(),
+                Timer::DataLog => {
+                    if !self.compact_log() {
+                        self.wheel.insert(self.now + LOG_RETRY_MS, Timer::DataLog);
+                    }
+                }
             }
         }
     }
@@ -525,11 +554,9 @@ impl Server {
         conn.timer = Some(self.wheel.insert(at_ms, timer));
     }
 
-    /// Write every frame queued this turn: one vectored write per connection.
+    /// Write every frame queued this turn: one vectored write per
+    /// connection. Frames no connection took are freed here too.
     fn flush_turn(&mut self) {
-        if self.turn.is_idle() {
-            return;
-        }
         let dirty = self.turn.take_dirty();
         for &key in &dirty {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -542,6 +569,9 @@ impl Server {
                 self.turn
                     .write_chain(&mut conn.chain, &mut conn.backlog, &mut conn.stream);
             self.after_write(key, result);
+        }
+        if self.heap.note(self.turn.take_bytes()) {
+            self.wheel.insert(self.now + TICK_MS, Timer::Trim);
         }
         self.turn.clear(dirty);
     }
@@ -566,19 +596,46 @@ impl Server {
         }
     }
 
-    /// Make this turn's log records durable, then send the control replies
-    /// that promised them: a producer that read `"ok":true` can rely on it.
-    fn sync_and_reply(&mut self) {
-        if let Some(store) = &mut self.store {
-            if let Err(e) = store.sync() {
-                error!("cannot write the data log: {e}");
+    /// Write and fsync the records queued so far (end of turn, or earlier
+    /// when a turn outruns its seq reservation).
+    pub(crate) fn sync_log(&mut self) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        let was_failed = store.failed().is_some();
+        match store.sync() {
+            Err(e) if !was_failed => {
+                error!(
+                    "cannot write the data log: {e}; replies that need it are errors until it recovers"
+                );
+                self.on_log_failure();
             }
-            if store.wants_compaction() {
+            Err(_) => {}
+            Ok(()) if store.wants_compaction() => {
                 self.compact_log();
             }
+            Ok(()) => {}
         }
+    }
+
+    /// The data log just failed: retry it until it is healthy again.
+    pub(crate) fn on_log_failure(&mut self) {
+        self.wheel.insert(self.now + LOG_RETRY_MS, Timer::DataLog);
+    }
+
+    /// Send the replies held this turn, now that the log is synced: each
+    /// reply whose records did not reach the disk becomes an error.
+    fn release_replies(&mut self) {
+        let (durable, failure) = match &self.store {
+            Some(store) => (store.durable(), store.failed()),
+            None => (u64::MAX, None),
+        };
+        let failure = failure.unwrap_or("records not written").to_string();
         let dirty = std::mem::take(&mut self.ctrl_dirty);
         for key in dirty {
+            if let Some(ctrl) = self.ctrls.get_mut(key) {
+                ctrl.release(durable, &failure);
+            }
             self.flush_ctrl(key);
         }
     }

@@ -113,6 +113,10 @@ impl Entry {
 }
 
 /// The open log.
+///
+/// Positions (`appended`, `durable`, `required`) count bytes ever appended
+/// since start, across rewrites: a reply that depends on records up to
+/// position `p` is true once `durable >= p`.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -123,6 +127,20 @@ pub struct Store {
     size: u64,
     /// Size of the last snapshot.
     snapshot_size: u64,
+    /// Bytes appended since start.
+    appended: u64,
+    /// Position known to be on disk.
+    durable: u64,
+    /// Position after the last record a reply depends on (every record but
+    /// seq reservations).
+    required: u64,
+    /// Highest seq reservation appended, and the highest on disk.
+    reserved: u64,
+    reserved_durable: u64,
+    /// Why the last write or fsync failed, until a rewrite succeeds.
+    failed: Option<String>,
+    /// Failed writes, fsyncs and rewrites since start.
+    failures: u64,
 }
 
 impl Store {
@@ -142,6 +160,7 @@ impl Store {
             Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
         }
         let (entries, intact) = decode(&bytes);
+        let reserved = reservation(&entries);
         if intact < bytes.len() {
             log::warn!(
                 "{}: ignoring {} bytes of torn or corrupt records after offset {intact}",
@@ -158,38 +177,115 @@ impl Store {
             dir: dir.to_path_buf(),
             file,
             pending: Vec::new(),
-            size: bytes.len() as u64,
-            snapshot_size: bytes.len() as u64,
+            size: intact as u64,
+            snapshot_size: intact as u64,
+            appended: 0,
+            durable: 0,
+            required: 0,
+            reserved,
+            reserved_durable: reserved,
+            failed: None,
+            failures: 0,
         };
         Ok((store, entries))
     }
 
-    /// Replace the log with `entries` (the live state), crash-safely.
-    pub fn rewrite(&mut self, entries: &[Entry]) -> Result<(), String> {
-        let fail = |e: io::Error| format!("cannot rewrite the log in {}: {e}", self.dir.display());
+    /// Replace the log with `entries` (the live state), crash-safely. On
+    /// success everything appended so far is durable (the snapshot holds
+    /// it) and a failed log is healthy again.
+    /// The error keeps its kind, so a caller can tell a full disk apart.
+    pub fn rewrite(&mut self, entries: &[Entry]) -> io::Result<()> {
         let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
         let mut bytes = Vec::new();
         for entry in entries {
             encode(entry, &mut bytes);
         }
-        let mut f = File::create(&tmp).map_err(fail)?;
-        f.write_all(&bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
         let path = self.dir.join(LOG_NAME);
-        std::fs::rename(&tmp, &path).map_err(fail)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
-        self.file = OpenOptions::new().append(true).open(&path).map_err(fail)?;
+        let written = (|| -> io::Result<File> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()?;
+            OpenOptions::new().append(true).open(&path)
+        })();
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                // A half-written temp file would keep the space we lack.
+                let _ = std::fs::remove_file(&tmp);
+                self.failures += 1;
+                let message = format!("cannot rewrite the log in {}: {e}", self.dir.display());
+                return Err(io::Error::new(e.kind(), message));
+            }
+        };
+        self.file = file;
         self.pending.clear();
         self.size = bytes.len() as u64;
         self.snapshot_size = self.size;
+        self.durable = self.appended;
+        self.reserved = self.reserved.max(reservation(entries));
+        self.reserved_durable = reservation(entries);
+        self.failed = None;
         Ok(())
     }
 
+    /// Mark the log failed (the rewrite at start could not be written): the
+    /// file is cut back to its intact records, and later records wait for a
+    /// successful [`Store::rewrite`].
+    pub fn fail(&mut self, reason: String) {
+        let _ = self.file.set_len(self.size);
+        self.failed = Some(reason);
+    }
+
     /// Queue a record; it reaches the disk at the next [`Store::sync`].
+    /// Replies of the request that appended it wait for that sync.
     pub fn append(&mut self, entry: &Entry) {
+        self.push(entry);
+        self.required = self.appended;
+    }
+
+    /// Queue a seq reservation: seqs up to `upto` may be handed out once it
+    /// is durable ([`Store::reserved_durable`]).
+    pub fn reserve(&mut self, upto: u64) {
+        self.push(&Entry::Seq { upto });
+        self.reserved = upto;
+    }
+
+    fn push(&mut self, entry: &Entry) {
+        let before = self.pending.len();
         encode(entry, &mut self.pending);
+        self.appended += (self.pending.len() - before) as u64;
+    }
+
+    /// Position after the last record a reply depends on.
+    pub fn required(&self) -> u64 {
+        self.required
+    }
+
+    /// Position known to be on disk.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Highest seq reservation appended (durable or not).
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Highest seq reservation on disk: no seq above it may be handed out.
+    pub fn reserved_durable(&self) -> u64 {
+        self.reserved_durable
+    }
+
+    /// Why the log is failed, if it is.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Failed writes, fsyncs and rewrites since start.
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 
     /// Whether the log has grown enough past its last snapshot that
@@ -200,7 +296,16 @@ impl Store {
     }
 
     /// Write and fsync what this turn appended (one write, one fdatasync).
-    pub fn sync(&mut self) -> io::Result<()> {
+    ///
+    /// On failure the file is cut back to its last whole record, so that a
+    /// partial record never sits in front of later ones, the pending records
+    /// are dropped and the log is marked failed; while it is failed nothing
+    /// is written until a [`Store::rewrite`] of the live state succeeds.
+    pub fn sync(&mut self) -> Result<(), String> {
+        if let Some(reason) = &self.failed {
+            self.pending.clear();
+            return Err(reason.clone());
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -208,10 +313,42 @@ impl Store {
             .file
             .write_all(&self.pending)
             .and_then(|()| self.file.sync_data());
-        self.size += self.pending.len() as u64;
+        let written = self.pending.len() as u64;
         self.pending.clear();
-        result
+        if self.pending.capacity() > 1 << 20 {
+            self.pending = Vec::new();
+        }
+        match result {
+            Ok(()) => {
+                self.size += written;
+                self.durable = self.appended;
+                self.reserved_durable = self.reserved;
+                Ok(())
+            }
+            Err(e) => {
+                self.failures += 1;
+                let reason = e.to_string();
+                if let Err(cut) = self.file.set_len(self.size) {
+                    log::error!("cannot cut the data log back to {} bytes: {cut}", self.size);
+                }
+                self.failed = Some(reason.clone());
+                Err(reason)
+            }
+        }
     }
+}
+
+/// The highest seq reservation among `entries`.
+fn reservation(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match e {
+            Entry::Seq { upto } => *upto,
+            Entry::Msg { seq, .. } => *seq,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn encode(entry: &Entry, out: &mut Vec<u8>) {

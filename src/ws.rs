@@ -87,7 +87,15 @@ impl Server {
         match handshake::examine(bytes, &rules) {
             Outcome::Partial => conn.input = Some(Box::new(Input::holding(bytes.to_vec()))),
             Outcome::Reject(err) => self.refuse(key, &err),
-            Outcome::Health => self.http_answer(key, handshake::http_response(200, &[], "ok\n")),
+            Outcome::Health => {
+                let response = match self.store.as_ref().and_then(|s| s.failed()) {
+                    Some(reason) => {
+                        handshake::http_response(503, &[], &format!("data log failed: {reason}\n"))
+                    }
+                    None => handshake::http_response(200, &[], "ok\n"),
+                };
+                self.http_answer(key, response);
+            }
             Outcome::Metrics => {
                 let body = self.metrics();
                 self.http_answer(key, handshake::http_response(200, &[], &body));
