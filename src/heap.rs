@@ -16,6 +16,10 @@
 
 /// Blocks this large or larger get their own mapping.
 pub const MMAP_THRESHOLD: usize = 128 * 1024;
+/// Free space at the top of the heap that `free` keeps rather than hands
+/// back (fixing the mmap threshold also fixes this one, at 128 KiB, which
+/// made every turn shrink and regrow the heap: a `brk` pair per push).
+pub const TRIM_THRESHOLD: usize = 1 << 20;
 /// Frame bytes passed through the loop after which a trim is scheduled.
 pub const TRIM_AFTER: u64 = 4 << 20;
 
@@ -25,6 +29,7 @@ pub fn configure() {
     // SAFETY: mallopt only changes allocator parameters; no memory is passed.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
     }
 }
 

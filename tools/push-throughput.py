@@ -5,7 +5,8 @@ Starts target/release/wspush three times (no mailbox; --mailbox 100;
 --mailbox 100 --data-dir TMP), sends 20,000 pushes to 100 offline users in
 batches of 100 pipelined lines (and 2,000 pushes one request at a time),
 and prints the median of 3 runs in pushes per second. Loopback only,
-bounded in count. Run `cargo build --release` first.
+bounded in count. Run `cargo build --release` first; set WSPUSH_BIN to
+measure another build (e.g. the previous commit's) side by side.
 """
 import json
 import os
@@ -14,7 +15,8 @@ import subprocess
 import tempfile
 import time
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "wspush")
+BIN = os.environ.get("WSPUSH_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "target", "release", "wspush")
 
 
 def run(extra, n, batch):
