@@ -1,6 +1,6 @@
 //! Command-line interface: `wspush serve` and the control-socket client
 //! subcommands. Every `serve` flag can also come from the environment
-//! (`WSPUSH_LISTEN`, `WSPUSH_IDLE_TIMEOUT`, ...); DESIGN.md §2 is the contract
+//! (`WSPUSH_LISTEN`, `WSPUSH_IDLE_TIMEOUT`, ...); docs/protocol.md ("Command line and environment") is the contract
 //! for names and defaults, and this file is the one place they are written.
 
 use std::net::SocketAddr;

@@ -3,55 +3,50 @@
 //! Local producers write push jobs into a Unix control socket
 //! (newline-delimited JSON); wspush fans each one out, encoded once, to
 //! every WebSocket connection of the users it names. One thread, one
-//! `mio::Poll`, no async runtime. `../shared/DESIGN.md` (in the repository's
-//! workspace) is the contract; README.md is the user's guide.
+//! `mio::Poll`, no async runtime. `docs/protocol.md` is the wire contract,
+//! `docs/architecture.md` the design, README.md the user's guide.
 //!
 //! # Layout
 //!
 //! - [`cli`]: the `wspush` command line; every flag and its default.
-//! - `server`: the event loop, accept paths, signals, timers, flushing.
-//! - `ws`: the WebSocket side of a connection: upgrade, frames, closing,
-//!   idle eviction and pings.
-//! - `ops`: control requests executed against the server state, `events`
-//!   listeners, `/metrics`.
-//! - `delivery`: the envelope, fan-out to users, topics or everyone,
-//!   latest-value keys, the mailbox on push and connect, event lines.
-//! - `schedule`: delayed and periodic pushes on the timer wheel.
-//! - `persist`: restoring `--data-dir` at start and the compacted snapshot.
-//! - [`mailbox`]: held messages and per-user history, with their bounds.
-//! - [`store`]: the checksummed append-only log behind `--data-dir`.
-//! - [`heap`]: handing freed memory back to the OS.
-//! - [`conn`]: one connection's state and the inbound frame → message path.
-//! - [`handshake`]: the HTTP upgrade, on byte slices.
-//! - [`frame`]: the RFC 6455 frame codec.
-//! - [`outbox`]: coalesced vectored writes and the per-connection backlog.
-//! - [`wheel`]: the hashed timer wheel on virtual milliseconds.
-//! - [`tokens`]: the token table (constant-time, fingerprinted in logs).
-//! - [`users`]: online users and their connection lists.
-//! - [`control`]: the control protocol's wire format and buffers.
 //! - [`client`]: the control-socket client behind `send`, `stats`, ...
+//! - [`hub`]: all routing state and decisions, with no I/O: one entry
+//!   point (`Hub::handle`) taking inputs, effects into a sink (`Out`).
+//!   - `hub/session.rs`: open connections and online users;
+//!     `hub/topics.rs`; `hub/deliver.rs`: the upgrade, the envelope,
+//!     fan-out; `hub/mailbox.rs`; `hub/schedule.rs`: delayed and periodic
+//!     jobs; `hub/ops.rs`: control requests, the one table of counters;
+//!     `hub/events.rs`; `hub/journal.rs`: log records, replay, snapshot;
+//!     `hub/tokens.rs`.
+//! - [`io`]: the loop and everything that touches the OS.
+//!   - `io/event_loop.rs`: the loop, accept paths, signals, turn order;
+//!     `io/wire.rs`: the hub's effects carried out on sockets and the log;
+//!     `io/ws_conn.rs`: reading WebSocket connections, their deadlines;
+//!     `io/conn.rs`: one connection's I/O state, frames → messages;
+//!     `io/ctrl_conn.rs`: control clients; `io/outbox.rs`: coalesced
+//!     vectored writes; `io/store.rs`: the log file; `io/heap.rs`;
+//!     `io/setup.rs`: sockets and limits at start.
+//! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
+//!   upgrade), `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the
+//!   control protocol).
+//! - [`wheel`]: the hashed timer wheel on virtual milliseconds (both the
+//!   loop and the hub keep one).
+//!
+//! `frame`, `handshake`, `control`, `outbox`, `store` and `server` are
+//! re-exported at the crate root for the benches and tools.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
-pub mod conn;
-pub mod control;
-mod delivery;
-pub mod frame;
-pub mod handshake;
-pub mod heap;
-pub mod mailbox;
-mod ops;
-pub mod outbox;
-mod persist;
-mod schedule;
-pub mod server;
-pub mod store;
-pub mod tokens;
-pub mod users;
+pub mod hub;
+pub mod io;
+pub mod proto;
 pub mod wheel;
-mod ws;
+
+pub use io::event_loop as server;
+pub use io::{outbox, store};
+pub use proto::{control, frame, handshake};
 
 use std::io::Write;
 

@@ -40,7 +40,7 @@ pub struct TimerId {
 }
 
 /// One scheduled value, linked into exactly one list.
-struct Entry<T> {
+struct Scheduled<T> {
     value: T,
     /// Exact deadline; tested on every visit because a slot also holds entries
     /// of later rotations.
@@ -68,7 +68,7 @@ const EMPTY: List = List {
 
 /// A hashed timer wheel holding values of type `T`; see the module doc.
 pub struct Wheel<T> {
-    entries: Slab<Entry<T>>,
+    entries: Slab<Scheduled<T>>,
     /// `slots` wheel slots followed by the overdue list.
     lists: Vec<List>,
     tick_ms: u64,
@@ -118,7 +118,7 @@ impl<T> Wheel<T> {
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1);
         let tail = self.lists[list].tail;
-        let index = self.entries.insert(Entry {
+        let index = self.entries.insert(Scheduled {
             value,
             at_ms,
             prev: tail,
@@ -231,7 +231,7 @@ impl<T> Wheel<T> {
         self.lists.len() - 1
     }
 
-    fn entry_mut(&mut self, index: u32) -> &mut Entry<T> {
+    fn entry_mut(&mut self, index: u32) -> &mut Scheduled<T> {
         self.entries
             .get_mut(index as usize)
             .expect("list links point at pending entries")
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn entry_is_small() {
-        assert_eq!(std::mem::size_of::<Entry<()>>(), 24);
+        assert_eq!(std::mem::size_of::<Scheduled<()>>(), 24);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The hostile-input catalogue: one table of bad inputs on the three
 //! surfaces (HTTP upgrade, WebSocket frames, control socket), each with the
-//! answer DESIGN.md §4/§5 and README give it, all thrown at one server.
+//! answer docs/protocol.md and README give it, all thrown at one server.
 //! Afterwards a normal client still connects and receives a push, and the
 //! server's RSS stays under [`RSS_BOUND`].
 mod common;

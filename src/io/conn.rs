@@ -1,4 +1,4 @@
-//! One WebSocket/HTTP connection: its state and the inbound half of the
+//! One WebSocket/HTTP connection's I/O state and the inbound half of the
 //! protocol (frames → messages).
 //!
 //! Memory is the point of this file. A [`Conn`] is a fixed-size slab entry
@@ -9,25 +9,25 @@
 //! only when the socket pushes back, in a [`Backlog`] box.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 
 use mio::net::TcpStream;
 
-use crate::frame::{self, OpCode};
-use crate::outbox::{Backlog, Chain};
-use crate::tokens::TokenTag;
+use super::outbox::{Backlog, Chain};
+use crate::hub::ConnId;
+use crate::proto::frame::{self, OpCode};
 use crate::wheel::TimerId;
-
-/// "No entry" in the user lists threaded through connections.
-pub const NONE: u32 = u32::MAX;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for a complete HTTP request head (deadline: `--handshake-timeout`).
     Handshake,
-    /// Upgraded: receives pushes.
-    Open,
+    /// Upgraded: receives pushes. Its routing state (user, token, topics,
+    /// ...) is the hub's session, which exists exactly while this lasts.
+    Open {
+        /// Virtual ms at which the next server ping is due (0 = pings off).
+        next_ping_ms: u64,
+    },
     /// We sent a close frame and wait for the peer's (deadline: close timeout).
     Closing,
     /// Last bytes (an HTTP answer or the reply to the peer's close) are
@@ -35,37 +35,24 @@ pub enum Phase {
     Finishing,
 }
 
-/// One connection in the server's slab. The slab key is its mio token.
+/// The I/O state of one connection, in the wire's slab. The slab key is
+/// its mio token and its [`ConnId`] key.
 #[derive(Debug)]
 pub struct Conn {
     /// The socket, registered once for READABLE | WRITABLE (edge-triggered).
     pub stream: TcpStream,
-    /// Peer address (after `--trusted-proxy` rewriting, when configured).
+    /// Peer address.
     pub peer: SocketAddr,
     /// Unique number of this connection since the server started; `clients`
-    /// shows it as `id`, and its low 32 bits are the generation that timer
-    /// entries carry so a reused slab slot is never mistaken for this one.
+    /// shows it as `id`, and its low 32 bits are the generation of its
+    /// [`ConnId`] and of its timer entries, so a reused slab slot is never
+    /// mistaken for this one.
     pub serial: u64,
     /// Life-cycle state.
     pub phase: Phase,
-    /// Pushes on (`subscribe`) or off (`unsubscribe`).
-    pub subscribed: bool,
-    /// Index of the user in the server's user table, or [`NONE`] before the
-    /// upgrade and after the connection left its user's list.
-    pub user: u32,
-    /// Neighbours in the user's list of connections, oldest first.
-    pub user_prev: u32,
-    /// See `user_prev`.
-    pub user_next: u32,
-    /// Which token authenticated it (so `revoke` finds it).
-    pub token: TokenTag,
-    /// Virtual ms (since server start) of the upgrade; accept time before it.
-    pub connected_ms: u64,
     /// Virtual ms of the last byte received: idle eviction reads this lazily
     /// when the connection's timer fires, so a read costs no timer update.
     pub last_read_ms: u64,
-    /// Virtual ms at which the next server ping is due (0 = pings off).
-    pub next_ping_ms: u64,
     /// The connection's single timer entry (handshake, idle/ping, or close deadline).
     pub timer: Option<TimerId>,
     /// Frames queued for it in the current loop turn.
@@ -74,10 +61,6 @@ pub struct Conn {
     pub backlog: Option<Box<Backlog>>,
     /// Partial inbound data; present only while something is incomplete.
     pub input: Option<Box<Input>>,
-    /// `?device=` or the User-Agent, for `clients`.
-    pub device: Option<Box<str>>,
-    /// Subscribed topics, in subscription order; absent when none.
-    pub topics: Option<Box<Vec<Rc<str>>>>,
 }
 
 impl Conn {
@@ -88,36 +71,30 @@ impl Conn {
             peer,
             serial,
             phase: Phase::Handshake,
-            subscribed: true,
-            user: NONE,
-            user_prev: NONE,
-            user_next: NONE,
-            token: 0,
-            connected_ms: now_ms,
             last_read_ms: now_ms,
-            next_ping_ms: 0,
             timer: None,
             chain: Chain::default(),
             backlog: None,
             input: None,
-            device: None,
-            topics: None,
         }
     }
 
-    /// The generation timer entries carry.
+    /// The generation timer entries and its [`ConnId`] carry.
     pub fn generation(&self) -> u32 {
         self.serial as u32
+    }
+
+    /// Its id, in slot `key`.
+    pub fn id(&self, key: usize) -> ConnId {
+        ConnId {
+            key: key as u32,
+            generation: self.generation(),
+        }
     }
 
     /// Unsent bytes held in the backlog.
     pub fn unsent(&self) -> usize {
         self.backlog.as_ref().map_or(0, |b| b.bytes())
-    }
-
-    /// Whether pushes should reach this connection now.
-    pub fn wants_pushes(&self) -> bool {
-        self.phase == Phase::Open && self.subscribed
     }
 }
 
@@ -371,15 +348,14 @@ mod tests {
 mod size {
     use super::*;
 
-    /// The slab entry is most of an idle connection's user-space memory
-    /// (DESIGN.md §7 budget: 512 B per idle connection, all included).
+    /// The slab entry and the hub's session are most of an idle
+    /// connection's user-space memory (docs/protocol.md, "Bounds and
+    /// budgets": 512 B per idle connection, all included).
     #[test]
     fn an_idle_connection_stays_small() {
-        let entry = std::mem::size_of::<Option<Conn>>();
-        println!(
-            "Conn {} B, slab entry {entry} B",
-            std::mem::size_of::<Conn>()
-        );
-        assert!(entry <= 192, "slab entry grew to {entry} B");
+        let conn = std::mem::size_of::<Option<Conn>>();
+        let session = std::mem::size_of::<Option<crate::hub::session::Session>>();
+        println!("slab entry {conn} B, session {session} B");
+        assert!(conn + session <= 192, "{conn} + {session} B per connection");
     }
 }

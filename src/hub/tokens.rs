@@ -8,7 +8,6 @@
 //! [`fingerprint`], never in full.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::rc::Rc;
 
 use sha1::{Digest, Sha1};
@@ -24,7 +23,7 @@ pub type TokenTag = u64;
 
 /// Where a token came from; a SIGHUP reload replaces only file tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+enum Source {
     File,
     Control,
 }
@@ -34,15 +33,15 @@ enum Origin {
 /// token: tens of bytes each, which count in the per-connection budget when
 /// every client has its own token).
 #[derive(Debug)]
-struct Entry {
+struct Grant {
     user: Rc<str>,
-    origin: Origin,
+    origin: Source,
 }
 
 /// The token table.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_digest: HashMap<[u8; 20], Entry>,
+    by_digest: HashMap<[u8; 20], Grant>,
 }
 
 /// The outcome of a lookup that failed, as the one-line 401 reason.
@@ -70,7 +69,7 @@ impl Tokens {
     /// Add or replace a token granted over the control socket.
     pub fn grant(&mut self, token: &str, user: &str) -> Result<(), String> {
         check(token, user)?;
-        self.insert(token, user, Origin::Control);
+        self.insert(token, user, Source::Control);
         Ok(())
     }
 
@@ -80,33 +79,28 @@ impl Tokens {
         self.by_digest.remove(&digest).map(|_| tag_of(&digest))
     }
 
-    /// Replace the file-sourced tokens with the contents of `path`. Tokens
+    /// Replace the file-sourced tokens with `text`, the contents of the
+    /// tokens file `name`. Tokens
     /// granted over the control socket stay. Returns the tags of tokens that
     /// are gone, so their live connections can be closed. On error nothing
     /// changes.
-    pub fn load_file(&mut self, path: &Path) -> Result<Vec<TokenTag>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: expected a JSON object {{\"token\": \"user\"}}: {e}",
-                path.display()
-            )
-        })?;
+    pub fn load(&mut self, text: &str, name: &str) -> Result<Vec<TokenTag>, String> {
+        let map: HashMap<String, String> = serde_json::from_str(text)
+            .map_err(|e| format!("{name}: expected a JSON object {{\"token\": \"user\"}}: {e}"))?;
         for (token, user) in &map {
-            check(token, user).map_err(|e| format!("{}: {e}", path.display()))?;
+            check(token, user).map_err(|e| format!("{name}: {e}"))?;
         }
         let fresh: HashMap<[u8; 20], &String> = map.keys().map(|t| (digest(t), t)).collect();
         let mut gone = Vec::new();
         self.by_digest.retain(|d, e| {
-            let keep = e.origin == Origin::Control || fresh.contains_key(d);
+            let keep = e.origin == Source::Control || fresh.contains_key(d);
             if !keep {
                 gone.push(tag_of(d));
             }
             keep
         });
         for (token, user) in &map {
-            self.insert(token, user, Origin::File);
+            self.insert(token, user, Source::File);
         }
         Ok(gone)
     }
@@ -121,8 +115,8 @@ impl Tokens {
         self.by_digest.is_empty()
     }
 
-    fn insert(&mut self, token: &str, user: &str, origin: Origin) {
-        let entry = Entry {
+    fn insert(&mut self, token: &str, user: &str, origin: Source) {
+        let entry = Grant {
             user: Rc::from(user),
             origin,
         };
@@ -200,19 +194,18 @@ mod tests {
 
     #[test]
     fn reload_replaces_file_tokens_and_keeps_granted_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.json");
-        std::fs::write(&path, r#"{"a":"alice","b":"bob"}"#).unwrap();
         let mut t = Tokens::default();
-        assert!(t.load_file(&path).unwrap().is_empty());
+        assert!(
+            t.load(r#"{"a":"alice","b":"bob"}"#, "f")
+                .unwrap()
+                .is_empty()
+        );
         t.grant("c", "carol").unwrap();
-        std::fs::write(&path, r#"{"a":"alice"}"#).unwrap();
-        let gone = t.load_file(&path).unwrap();
+        let gone = t.load(r#"{"a":"alice"}"#, "f").unwrap();
         assert_eq!(gone, vec![t_tag("b")]);
         assert!(t.lookup("b").is_err());
         assert!(t.lookup("c").is_ok());
-        std::fs::write(&path, "not json").unwrap();
-        assert!(t.load_file(&path).is_err());
+        assert!(t.load("not json", "f").is_err());
         assert!(t.lookup("a").is_ok(), "a failed reload changes nothing");
     }
 

@@ -1,25 +1,14 @@
-//! The control socket protocol (DESIGN.md §5): newline-delimited JSON
+//! The control socket protocol (docs/protocol.md, "The control protocol"): newline-delimited JSON
 //! requests from local producers and operators, one reply line per request,
 //! in order, with an optional `"id"` echoed back.
 //!
-//! This module owns the wire format and the per-connection buffers; the
-//! server executes the requests. A bad line is answered with
-//! `{"ok":false,"error":...}` and the connection stays usable. A line longer
-//! than [`MAX_LINE`] is answered with an error and skipped up to its newline.
-//! A last line without a newline is executed when the client shuts its
-//! side. A client that sends requests but does not read the replies stops
-//! being read once [`MAX_PENDING_REPLIES`] bytes of replies are waiting, so
-//! it can never grow the server's memory.
-//!
-//! Replies are *held* ([`ControlConn::hold`]) until the end of the turn,
-//! when the server has synced the data log; only then are they released to
-//! the socket ([`ControlConn::release`]), each one that depends on records
-//! the log could not write turned into an error. [`ControlConn::flush`]
-//! writes released bytes only, so no path can send a reply early.
+//! This module owns the wire format: requests, reply lines, and the bounds
+//! a control client is held to; the buffers of a control connection are
+//! the I/O side's (`crate::io::ctrl_conn`), and the hub carries the
+//! requests out. A bad line is answered with `{"ok":false,"error":...}` and
+//! the connection stays usable. A line longer than [`MAX_LINE`] is answered
+//! with an error and skipped up to its newline.
 
-use std::io::{self, Read, Write};
-
-use mio::net::UnixStream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -27,8 +16,6 @@ use serde_json::{Map, Value};
 pub const MAX_LINE: usize = 1 << 20;
 /// Unsent reply bytes at which the server stops reading a control client.
 pub const MAX_PENDING_REPLIES: usize = 1 << 20;
-/// Buffers above this capacity are given back once they empty out.
-const SMALL_BUFFER: usize = 64 * 1024;
 
 /// What a push, a publish or a scheduled job sends, and to whom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +46,16 @@ pub struct Schedule {
     pub delay: Option<u64>,
     /// Seconds between runs.
     pub every: Option<u64>,
+}
+
+impl Message {
+    /// Name each user once: a push reaches a user (and records it) once
+    /// however often the request lists it. Sorting in place allocates
+    /// nothing.
+    pub fn dedupe_users(&mut self) {
+        self.users.sort_unstable();
+        self.users.dedup();
+    }
 }
 
 impl Schedule {
@@ -205,14 +202,6 @@ fn finish(id: Option<Value>, mut map: Map<String, Value>) -> Vec<u8> {
     line
 }
 
-/// A reply waiting for the end of its turn.
-#[derive(Debug)]
-struct Held {
-    line: Vec<u8>,
-    /// Log position the reply's records end at, if it wrote any.
-    needs: Option<u64>,
-}
-
 /// The reply a request gets when the records it wrote could not reach the
 /// disk: `ok` false, the reason, `"durable":false`, and the fields of the
 /// reply it would have had (a push delivered online says how many got it).
@@ -230,212 +219,6 @@ pub fn not_durable(reply: &[u8], reason: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serialises");
     line.push(b'\n');
     line
-}
-
-/// What [`ControlConn::next_line`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A complete request line (newline stripped).
-    Request(Vec<u8>),
-    /// A line passed [`MAX_LINE`]; it is being skipped.
-    TooLong,
-}
-
-/// What a read turn ended with.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Fill {
-    /// The socket has nothing more for now.
-    WouldBlock,
-    /// The client closed its side (replies may still be flushed).
-    Eof,
-    /// Reading paused: too many unsent replies or too many unprocessed bytes.
-    Paused,
-}
-
-/// One control client.
-#[derive(Debug)]
-pub struct ControlConn {
-    /// The socket.
-    pub stream: UnixStream,
-    /// Received bytes not yet split into lines.
-    inbuf: Vec<u8>,
-    /// Where the newline search resumes in `inbuf`.
-    scanned: usize,
-    /// Discarding an over-long line up to its newline.
-    skipping: bool,
-    /// Released reply bytes not yet written, from `sent` on.
-    outbuf: Vec<u8>,
-    sent: usize,
-    /// Replies of this turn, in order, waiting for the log sync.
-    held: Vec<Held>,
-    /// Bytes in `held`.
-    held_bytes: usize,
-    /// The client shut its write side; close once replies are out.
-    pub eof: bool,
-    /// Reading stopped with input possibly left in the socket: whoever
-    /// drains the replies must resume reading (no new edge will say so).
-    pub paused: bool,
-}
-
-impl ControlConn {
-    /// Wrap an accepted socket.
-    pub fn new(stream: UnixStream) -> Self {
-        ControlConn {
-            stream,
-            inbuf: Vec::new(),
-            scanned: 0,
-            skipping: false,
-            outbuf: Vec::new(),
-            sent: 0,
-            held: Vec::new(),
-            held_bytes: 0,
-            eof: false,
-            paused: false,
-        }
-    }
-
-    /// Read what the socket has, up to the backpressure bounds.
-    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
-        self.paused = false;
-        loop {
-            if self.pending_replies() >= MAX_PENDING_REPLIES || self.inbuf.len() > MAX_LINE {
-                self.paused = true;
-                return Ok(Fill::Paused);
-            }
-            match self.stream.read(scratch) {
-                Ok(0) => {
-                    self.eof = true;
-                    return Ok(Fill::Eof);
-                }
-                Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The next complete line, if any; after EOF, also the unterminated
-    /// rest. Every line is held to [`MAX_LINE`] (terminator excluded),
-    /// wherever the reads that brought it happened to end.
-    pub fn next_line(&mut self) -> Option<Line> {
-        loop {
-            let found = memchr(&self.inbuf[self.scanned..]).map(|i| self.scanned + i);
-            let mut line = match found {
-                Some(end) => {
-                    let mut line: Vec<u8> = self.inbuf.drain(..=end).collect();
-                    self.scanned = 0;
-                    line.pop();
-                    if std::mem::take(&mut self.skipping) {
-                        continue;
-                    }
-                    line
-                }
-                None if self.inbuf.len() > MAX_LINE => {
-                    self.release_inbuf();
-                    if !std::mem::replace(&mut self.skipping, true) {
-                        return Some(Line::TooLong);
-                    }
-                    return None;
-                }
-                None if self.eof && !self.skipping && !self.inbuf.is_empty() => {
-                    self.scanned = 0;
-                    std::mem::take(&mut self.inbuf)
-                }
-                None => {
-                    if self.skipping {
-                        self.inbuf.clear();
-                    }
-                    if self.inbuf.capacity() > SMALL_BUFFER && self.inbuf.len() < SMALL_BUFFER {
-                        self.inbuf.shrink_to(SMALL_BUFFER);
-                    }
-                    self.scanned = self.inbuf.len();
-                    return None;
-                }
-            };
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.len() > MAX_LINE {
-                return Some(Line::TooLong);
-            }
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
-            return Some(Line::Request(line));
-        }
-    }
-
-    fn release_inbuf(&mut self) {
-        self.inbuf = Vec::new();
-        self.scanned = 0;
-    }
-
-    /// Hold a reply until the end of the turn; `needs` is the log position
-    /// its records end at, if the request wrote any.
-    pub fn hold(&mut self, line: Vec<u8>, needs: Option<u64>) {
-        self.held_bytes += line.len();
-        self.held.push(Held { line, needs });
-    }
-
-    /// Queue an event line: it promises nothing durable, so it goes out
-    /// with the next flush, unless replies are held, which it must follow.
-    pub fn queue_event(&mut self, line: &[u8]) {
-        if self.held.is_empty() {
-            self.outbuf.extend_from_slice(line);
-        } else {
-            self.hold(line.to_vec(), None);
-        }
-    }
-
-    /// The log is synced up to `durable`: release the held replies, each
-    /// one whose records lie beyond it answered as [`not_durable`].
-    pub fn release(&mut self, durable: u64, reason: &str) {
-        for held in self.held.drain(..) {
-            if held.needs.is_some_and(|needs| needs > durable) {
-                self.outbuf
-                    .extend_from_slice(&not_durable(&held.line, reason));
-            } else {
-                self.outbuf.extend_from_slice(&held.line);
-            }
-        }
-        self.held_bytes = 0;
-        if self.held.capacity() > 1024 {
-            self.held = Vec::new();
-        }
-    }
-
-    /// Reply bytes not yet written, held ones included.
-    pub fn pending_replies(&self) -> usize {
-        self.outbuf.len() - self.sent + self.held_bytes
-    }
-
-    /// Write released replies until done or `WouldBlock`.
-    pub fn flush(&mut self) -> io::Result<()> {
-        while self.sent < self.outbuf.len() {
-            match self.stream.write(&self.outbuf[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.sent == self.outbuf.len() {
-            // Release big buffers; keep small ones for the next replies.
-            if self.outbuf.capacity() > SMALL_BUFFER {
-                self.outbuf = Vec::new();
-            } else {
-                self.outbuf.clear();
-            }
-            self.sent = 0;
-        }
-        Ok(())
-    }
-}
-
-fn memchr(haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::rc::Rc;
 
-use crate::outbox::Key;
+use super::Key;
 
 /// Bytes charged per record on top of its frame (the record itself and the
 /// index entries), so millions of metadata-only records cannot pile up.
@@ -138,10 +138,16 @@ impl Mailbox {
 
     /// Record a message for `user`. A held record with a key replaces the
     /// user's earlier held record with that key.
-    pub fn record(&mut self, user: &Rc<str>, record: Record) {
+    pub fn record(&mut self, user: &str, record: Record) {
         if !self.enabled() {
             return;
         }
+        // The user's name is allocated once, with its first record.
+        let user = match self.users.get_key_value(user) {
+            Some((name, _)) => name.clone(),
+            None => Rc::from(user),
+        };
+        let user = &user;
         if record.key != 0 && record.status == Status::Held {
             let old = self.users.get(&**user).and_then(|list| {
                 list.iter()
@@ -181,13 +187,14 @@ impl Mailbox {
 
     /// Remove one record entirely.
     fn remove(&mut self, user: &str, seq: u64) -> Option<Record> {
+        let name = self.users.get_key_value(user)?.0.clone();
         let list = self.users.get_mut(user)?;
         let index = list.binary_search_by_key(&seq, |r| r.seq).ok()?;
         let record = list.remove(index)?;
         if list.is_empty() {
             self.users.remove(user);
         }
-        self.order.remove(&(seq, Rc::from(user)));
+        self.order.remove(&(seq, name));
         self.bytes -= charge(&record);
         if record.status == Status::Held {
             self.held -= 1;

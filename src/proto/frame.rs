@@ -224,6 +224,17 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The payload of a whole unmasked server frame (one [`encode`] made):
+/// what follows its 2-, 4- or 10-byte header.
+pub fn server_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
 /// A whole close frame: code (big-endian) + reason, truncated at a char
 /// boundary so the payload stays <= 125 bytes (the peer would reject more).
 pub fn encode_close(code: u16, reason: &str) -> Vec<u8> {

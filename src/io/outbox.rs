@@ -25,17 +25,7 @@ const MAX_IOV: usize = 64;
 /// "No link" marker in [`Chain`] and [`Link`].
 const NIL: u32 = u32::MAX;
 
-/// A latest-value key, hashed (0 = the frame has no key). A push with a key
-/// replaces an unsent frame with the same key in a connection's queue.
-pub type Key = u64;
-
-/// Hash a producer's `key` string into a [`Key`] (never 0).
-pub fn key_of(key: &str) -> Key {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish().max(1)
-}
+pub use crate::hub::{FrameRef, Key, key_of};
 
 /// A connection's chain of frames queued in the current turn.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +56,6 @@ struct Link {
     frame: u32,
     next: u32,
 }
-
-/// Index of a frame stored in the current [`Turn`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameRef(u32);
 
 /// The loop-wide queue of frames produced during one turn of the event loop.
 #[derive(Debug, Default)]

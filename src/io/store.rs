@@ -23,94 +23,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::control::Message;
-use crate::mailbox::{Record, Status};
+use crate::hub::journal::{LogRecord, decode, encode};
 
 /// The log file inside `--data-dir`.
 const LOG_NAME: &str = "wspush.log";
-/// Largest record accepted at replay (a corrupt length must not make us
-/// allocate gigabytes).
-const MAX_RECORD: usize = 64 << 20;
-
-/// One log record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "k", rename_all = "lowercase")]
-pub enum Entry {
-    /// Seqs up to `upto` may have been handed out.
-    Seq {
-        /// Highest reserved seq.
-        upto: u64,
-    },
-    /// A mailbox record for one user.
-    Msg {
-        /// The user.
-        user: String,
-        /// The message's seq.
-        seq: u64,
-        /// The message id.
-        id: String,
-        /// Unix ms pushed.
-        ts: u64,
-        /// Unix ms when its frame expires.
-        exp: u64,
-        /// Latest-value key hash (0: none).
-        key: u64,
-        /// Held (true) or delivered (false) when written.
-        held: bool,
-        /// The envelope JSON (the frame's payload).
-        body: String,
-    },
-    /// A held record was delivered.
-    Dlv {
-        /// The user.
-        user: String,
-        /// The message's seq.
-        seq: u64,
-    },
-    /// Every record of a message was deleted.
-    Del {
-        /// The message id.
-        id: String,
-    },
-    /// A scheduled job (re)written: its latest state replaces earlier ones.
-    Job {
-        /// The job's message id.
-        id: String,
-        /// Unix ms of the next run.
-        next: u64,
-        /// Seconds between runs (0: once).
-        every: u64,
-        /// Runs so far.
-        n: u64,
-        /// What it sends.
-        message: Message,
-    },
-    /// A job ended (cancelled, or a one-shot that ran).
-    Done {
-        /// The job's message id.
-        id: String,
-    },
-}
-
-impl Entry {
-    /// The log record of a mailbox record; `body` is the envelope JSON
-    /// (empty once the frame has expired). Expired records are written as
-    /// held: replay expires them again from `exp`.
-    pub fn record(user: &str, record: &Record, body: &[u8]) -> Entry {
-        Entry::Msg {
-            user: user.to_string(),
-            seq: record.seq,
-            id: record.message_id.to_string(),
-            ts: record.ts,
-            exp: record.expires,
-            key: record.key,
-            held: record.status != Status::Delivered,
-            body: String::from_utf8_lossy(body).into_owned(),
-        }
-    }
-}
 
 /// The open log.
 ///
@@ -134,9 +50,6 @@ pub struct Store {
     /// Position after the last record a reply depends on (every record but
     /// seq reservations).
     required: u64,
-    /// Highest seq reservation appended, and the highest on disk.
-    reserved: u64,
-    reserved_durable: u64,
     /// Why the last write or fsync failed, until a rewrite succeeds.
     failed: Option<String>,
     /// Failed writes, fsyncs and rewrites since start.
@@ -146,7 +59,7 @@ pub struct Store {
 impl Store {
     /// Open (creating) `dir` and replay its log. Returns the store and the
     /// intact records; a torn or corrupt tail is reported and ignored.
-    pub fn open(dir: &Path) -> Result<(Store, Vec<Entry>), String> {
+    pub fn open(dir: &Path) -> Result<(Store, Vec<LogRecord<'static>>), String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(LOG_NAME);
@@ -160,7 +73,6 @@ impl Store {
             Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
         }
         let (entries, intact) = decode(&bytes);
-        let reserved = reservation(&entries);
         if intact < bytes.len() {
             log::warn!(
                 "{}: ignoring {} bytes of torn or corrupt records after offset {intact}",
@@ -182,8 +94,6 @@ impl Store {
             appended: 0,
             durable: 0,
             required: 0,
-            reserved,
-            reserved_durable: reserved,
             failed: None,
             failures: 0,
         };
@@ -194,7 +104,7 @@ impl Store {
     /// success everything appended so far is durable (the snapshot holds
     /// it) and a failed log is healthy again.
     /// The error keeps its kind, so a caller can tell a full disk apart.
-    pub fn rewrite(&mut self, entries: &[Entry]) -> io::Result<()> {
+    pub fn rewrite(&mut self, entries: &[LogRecord<'_>]) -> io::Result<()> {
         let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
         let mut bytes = Vec::new();
         for entry in entries {
@@ -224,8 +134,6 @@ impl Store {
         self.size = bytes.len() as u64;
         self.snapshot_size = self.size;
         self.durable = self.appended;
-        self.reserved = self.reserved.max(reservation(entries));
-        self.reserved_durable = reservation(entries);
         self.failed = None;
         Ok(())
     }
@@ -239,23 +147,16 @@ impl Store {
     }
 
     /// Queue a record; it reaches the disk at the next [`Store::sync`].
-    /// Replies of the request that appended it wait for that sync.
-    pub fn append(&mut self, entry: &Entry) {
-        self.push(entry);
-        self.required = self.appended;
-    }
-
-    /// Queue a seq reservation: seqs up to `upto` may be handed out once it
-    /// is durable ([`Store::reserved_durable`]).
-    pub fn reserve(&mut self, upto: u64) {
-        self.push(&Entry::Seq { upto });
-        self.reserved = upto;
-    }
-
-    fn push(&mut self, entry: &Entry) {
+    /// Replies of the request that appended it wait for that sync, except
+    /// for a seq reservation, which no reply waits for (the hub hands out
+    /// no seq above a reservation before it is durable).
+    pub fn append(&mut self, record: &LogRecord<'_>) {
         let before = self.pending.len();
-        encode(entry, &mut self.pending);
+        encode(record, &mut self.pending);
         self.appended += (self.pending.len() - before) as u64;
+        if !matches!(record, LogRecord::Seq { .. }) {
+            self.required = self.appended;
+        }
     }
 
     /// Position after the last record a reply depends on.
@@ -266,16 +167,6 @@ impl Store {
     /// Position known to be on disk.
     pub fn durable(&self) -> u64 {
         self.durable
-    }
-
-    /// Highest seq reservation appended (durable or not).
-    pub fn reserved(&self) -> u64 {
-        self.reserved
-    }
-
-    /// Highest seq reservation on disk: no seq above it may be handed out.
-    pub fn reserved_durable(&self) -> u64 {
-        self.reserved_durable
     }
 
     /// Why the log is failed, if it is.
@@ -322,7 +213,6 @@ impl Store {
             Ok(()) => {
                 self.size += written;
                 self.durable = self.appended;
-                self.reserved_durable = self.reserved;
                 Ok(())
             }
             Err(e) => {
@@ -338,92 +228,17 @@ impl Store {
     }
 }
 
-/// The highest seq reservation among `entries`.
-fn reservation(entries: &[Entry]) -> u64 {
-    entries
-        .iter()
-        .map(|e| match e {
-            Entry::Seq { upto } => *upto,
-            Entry::Msg { seq, .. } => *seq,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-fn encode(entry: &Entry, out: &mut Vec<u8>) {
-    let json = serde_json::to_vec(entry).expect("a log entry always serialises");
-    let len = u32::try_from(json.len()).expect("records are far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32(&json).to_le_bytes());
-    out.extend_from_slice(&json);
-}
-
-/// Decode records until the first bad one; returns them and the intact length.
-fn decode(bytes: &[u8]) -> (Vec<Entry>, usize) {
-    let mut entries = Vec::new();
-    let mut pos = 0;
-    while bytes.len() - pos >= 8 {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - pos - 8 < len {
-            break;
-        }
-        let json = &bytes[pos + 8..pos + 8 + len];
-        if crc32(json) != crc {
-            break;
-        }
-        match serde_json::from_slice(json) {
-            Ok(entry) => entries.push(entry),
-            Err(_) => break,
-        }
-        pos += 8 + len;
-    }
-    (entries, pos)
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib computes it), table-driven.
-fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
 
     #[test]
     fn records_survive_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, entries) = Store::open(dir.path()).unwrap();
         assert!(entries.is_empty());
-        store.append(&Entry::Seq { upto: 1000 });
-        store.append(&Entry::Del { id: "x".into() });
+        store.append(&LogRecord::Seq { upto: 1000 });
+        store.append(&LogRecord::Del { id: "x".into() });
         store.sync().unwrap();
         drop(store);
         // A torn record at the end: a length that promises more than is there.
@@ -433,27 +248,30 @@ mod tests {
         let (mut store, entries) = Store::open(dir.path()).unwrap();
         assert_eq!(
             entries,
-            vec![Entry::Seq { upto: 1000 }, Entry::Del { id: "x".into() }]
+            vec![
+                LogRecord::Seq { upto: 1000 },
+                LogRecord::Del { id: "x".into() }
+            ]
         );
         store.rewrite(&entries[..1]).unwrap();
-        store.append(&Entry::Seq { upto: 2000 });
+        store.append(&LogRecord::Seq { upto: 2000 });
         store.sync().unwrap();
         let (_, entries) = Store::open(dir.path()).unwrap();
         assert_eq!(
             entries,
-            vec![Entry::Seq { upto: 1000 }, Entry::Seq { upto: 2000 }]
+            vec![LogRecord::Seq { upto: 1000 }, LogRecord::Seq { upto: 2000 }]
         );
     }
 
     #[test]
     fn a_flipped_byte_stops_replay_there() {
         let mut bytes = Vec::new();
-        encode(&Entry::Seq { upto: 1 }, &mut bytes);
+        encode(&LogRecord::Seq { upto: 1 }, &mut bytes);
         let first = bytes.len();
-        encode(&Entry::Seq { upto: 2 }, &mut bytes);
+        encode(&LogRecord::Seq { upto: 2 }, &mut bytes);
         bytes[first + 10] ^= 0x40;
         let (entries, intact) = decode(&bytes);
-        assert_eq!(entries, vec![Entry::Seq { upto: 1 }]);
+        assert_eq!(entries, vec![LogRecord::Seq { upto: 1 }]);
         assert_eq!(intact, first);
     }
 
@@ -461,21 +279,21 @@ mod tests {
     fn growth_past_the_snapshot_asks_for_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = Store::open(dir.path()).unwrap();
-        store.rewrite(&[Entry::Seq { upto: 1 }]).unwrap();
+        store.rewrite(&[LogRecord::Seq { upto: 1 }]).unwrap();
         assert!(!store.wants_compaction());
         for _ in 0..2000 {
             if store.wants_compaction() {
                 break;
             }
-            store.append(&Entry::Del {
-                id: "x".repeat(1000),
+            store.append(&LogRecord::Del {
+                id: "x".repeat(1000).into(),
             });
             store.sync().unwrap();
         }
         assert!(store.wants_compaction());
-        store.rewrite(&[Entry::Seq { upto: 2 }]).unwrap();
+        store.rewrite(&[LogRecord::Seq { upto: 2 }]).unwrap();
         assert!(!store.wants_compaction());
         let (_, entries) = Store::open(dir.path()).unwrap();
-        assert_eq!(entries, vec![Entry::Seq { upto: 2 }]);
+        assert_eq!(entries, vec![LogRecord::Seq { upto: 2 }]);
     }
 }

@@ -1,0 +1,247 @@
+//! Getting messages to connections: the upgrade (authenticate, open, the
+//! mailbox first), the envelope, and the fan-out of one push to users, a
+//! topic or everyone — encoded once, O(1) allocations however many receive
+//! it.
+
+use std::rc::Rc;
+
+use log::debug;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::journal::LogRecord;
+use super::mailbox::{Record, Status};
+use super::session::{NONE, Session};
+use super::tokens::{self, TokenTag};
+use super::{ConnId, FrameRef, Hub, Out, key_of};
+use crate::proto::control::Message;
+use crate::proto::frame::{self, OpCode};
+use crate::proto::handshake::Upgrade;
+
+/// The JSON object every push delivers (see docs/protocol.md, "The envelope").
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "messageId")]
+    message_id: &'a str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    content: &'a Value,
+    ts: u64,
+}
+
+/// What a delivery reached.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The message id.
+    pub message_id: Rc<str>,
+    /// Its seq.
+    pub seq: u64,
+    /// Connections it was queued to.
+    pub delivered: usize,
+    /// Users it was held for (offline).
+    pub queued: usize,
+}
+
+/// Why an upgrade was refused.
+enum Refusal {
+    /// 401: the token is missing, unknown or revoked.
+    Token(&'static str),
+    /// 503: `--max-connections` open already.
+    Full,
+}
+
+impl Hub {
+    /// A connection sent a valid upgrade request.
+    pub(super) fn upgrade(
+        &mut self,
+        conn: ConnId,
+        request: &Upgrade,
+        serial: u64,
+        out: &mut impl Out,
+    ) {
+        let (user, token) = match self.admit(request) {
+            Ok(found) => found,
+            Err(Refusal::Token(reason)) => {
+                debug!(
+                    "conn {serial}: 401 {reason} (token {})",
+                    tokens::fingerprint(&request.token)
+                );
+                return out.refuse(conn, 401, reason);
+            }
+            Err(Refusal::Full) => return out.refuse(conn, 503, "server full"),
+        };
+        let cap = self.config.max_conns_per_user;
+        if cap > 0 {
+            while let Some(index) = self.users.find(&user) {
+                let u = self.users.get(index);
+                if (u.count as usize) < cap {
+                    break;
+                }
+                let oldest = self.sessions.id_at(u.head);
+                self.close(oldest, 1008, "too many connections for this user", out);
+            }
+        }
+        debug!(
+            "conn {serial}: upgraded as user {user} (token {})",
+            tokens::fingerprint(&request.token)
+        );
+        let device = request.device.as_ref().or(request.user_agent.as_ref());
+        let session = Session {
+            serial,
+            subscribed: true,
+            user: NONE,
+            user_prev: NONE,
+            user_next: NONE,
+            token,
+            connected_ms: self.now,
+            device: device.map(|d| d.as_str().into()),
+            topics: None,
+        };
+        self.sessions.insert(conn, session);
+        self.users.join(user.clone(), conn, &mut self.sessions);
+        self.stats.upgrades += 1;
+        out.open(conn, &request.accept);
+        self.mailbox_on_connect(conn, &user, request.since, out);
+        self.presence(conn, true, out);
+    }
+
+    fn admit(&self, request: &Upgrade) -> Result<(Rc<str>, TokenTag), Refusal> {
+        let found = self.tokens.lookup(&request.token).map_err(Refusal::Token)?;
+        if self.sessions.len() >= self.config.max_connections {
+            return Err(Refusal::Full);
+        }
+        Ok(found)
+    }
+
+    /// A user just connected: what the mailbox holds for it goes first.
+    fn mailbox_on_connect(
+        &mut self,
+        conn: ConnId,
+        user: &str,
+        since: Option<u64>,
+        out: &mut impl Out,
+    ) {
+        if !self.mailbox.enabled() {
+            return;
+        }
+        let (frames, changes) = self.mailbox.on_connect(user, since);
+        for frame in frames {
+            self.stats.messages_out += 1;
+            out.send(conn, frame);
+        }
+        for seq in changes.delivered {
+            self.log(
+                &LogRecord::Dlv {
+                    user: user.into(),
+                    seq,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Send a message now: encode it once, as one frame, and queue it to
+    /// every recipient; record it in the mailbox for listed users. The
+    /// message id is `{prefix}-{seq}` unless given (scheduled jobs have
+    /// theirs). `message.users` must be free of duplicates.
+    pub(super) fn deliver(
+        &mut self,
+        message: &Message,
+        message_id: Option<&str>,
+        out: &mut impl Out,
+    ) -> Result<Delivered, String> {
+        let seq = self.next_seq(out)?;
+        let message_id: Rc<str> = match message_id {
+            Some(id) => Rc::from(id),
+            None => Rc::from(format!("{}-{seq}", self.config.id_prefix)),
+        };
+        let ts = self.unix_ms();
+        let envelope = Envelope {
+            message_id: &message_id,
+            seq,
+            title: message.title.as_deref(),
+            kind: message.kind,
+            topic: message.topic.as_deref(),
+            content: &message.content,
+            ts,
+        };
+        let (frame, header) = encode(&envelope);
+        let value_key = message.key.as_deref().map_or(0, key_of);
+        let shared = out.shared(frame.clone(), value_key);
+        let mut report = Delivered {
+            message_id: message_id.clone(),
+            seq,
+            delivered: 0,
+            queued: 0,
+        };
+        if let Some(topic) = &message.topic {
+            for &conn in self.topics.subscribers(topic) {
+                report.delivered += usize::from(push(self.sessions.get(conn), conn, shared, out));
+            }
+        } else if message.users.is_empty() {
+            for (conn, session) in self.sessions.iter() {
+                report.delivered += usize::from(push(Some(session), conn, shared, out));
+            }
+        } else {
+            for name in &message.users {
+                let online = self.users.find(name);
+                let mut reached = 0;
+                if let Some(index) = online {
+                    for (conn, session) in self.users.walk(index, &self.sessions) {
+                        reached += usize::from(push(Some(session), conn, shared, out));
+                    }
+                }
+                report.delivered += reached;
+                let status = match (online, reached) {
+                    (None, _) => Status::Held,
+                    (Some(_), 0) => continue, // online with pushes switched off
+                    (Some(_), _) => Status::Delivered,
+                };
+                if self.mailbox.enabled() {
+                    report.queued += usize::from(status == Status::Held);
+                    let record = Record {
+                        message_id: message_id.clone(),
+                        seq,
+                        status,
+                        ts,
+                        expires: ts + self.mailbox.ttl_ms,
+                        frame: Some(frame.clone()),
+                        key: value_key,
+                    };
+                    let body = &frame[header..];
+                    self.log(&LogRecord::of(name.into(), &record, body), out);
+                    let at = record.expires;
+                    self.mailbox.record(name, record);
+                    self.arm_mailbox(at);
+                }
+            }
+        }
+        self.stats.pushes += 1;
+        self.stats.messages_out += report.delivered as u64;
+        Ok(report)
+    }
+}
+
+/// Queue a push to a connection that wants pushes.
+fn push(session: Option<&Session>, conn: ConnId, frame: FrameRef, out: &mut impl Out) -> bool {
+    match session {
+        Some(s) if s.subscribed => {
+            out.push(conn, frame);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The envelope as one text frame, and the length of the frame's header.
+fn encode(envelope: &Envelope<'_>) -> (Rc<[u8]>, usize) {
+    let payload = serde_json::to_vec(envelope).expect("an envelope always serialises");
+    let frame = frame::encode(OpCode::Text, &payload);
+    let header = frame.len() - payload.len();
+    (frame.into(), header)
+}

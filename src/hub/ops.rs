@@ -1,0 +1,362 @@
+//! Control requests carried out against the hub (see docs/protocol.md,
+//! "The control protocol"), and the one table of counters that both `stats`
+//! and `/metrics` read.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::journal::LogRecord;
+use super::mailbox::Status;
+use super::topics::{MAX_TOPIC, valid_topic};
+use super::{ConnId, Hub, Origin, Out, Transport};
+use crate::proto::control::{Message, Request, Schedule};
+
+/// Default and largest page of `messages`.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// One counter or gauge: its `stats` name, its `/metrics` name (without
+/// the `wspush_` prefix), its kind and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatRow {
+    /// Field of the `stats` reply.
+    pub stat: &'static str,
+    /// Metric name after `wspush_`.
+    pub metric: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// The value now.
+    pub value: u64,
+}
+
+const fn row(stat: &'static str, metric: &'static str, kind: &'static str, value: u64) -> StatRow {
+    StatRow {
+        stat,
+        metric,
+        kind,
+        value,
+    }
+}
+
+impl Hub {
+    /// Carry out one parsed request; the reply's fields, or why not.
+    pub(super) fn apply(
+        &mut self,
+        origin: Origin,
+        request: Request,
+        out: &mut impl Out,
+    ) -> Result<Value, String> {
+        if self.shutting_down && request.is_job() {
+            return Err("shutting down".into());
+        }
+        match request {
+            Request::Push {
+                mut message,
+                schedule,
+            } => {
+                message.topic = None;
+                self.send_or_schedule(message, schedule, out)
+            }
+            Request::Publish {
+                mut message,
+                schedule,
+            } => {
+                if !message.topic.as_deref().is_some_and(valid_topic) {
+                    return Err(format!(
+                        "publish needs a \"topic\" of 1 to {MAX_TOPIC} bytes"
+                    ));
+                }
+                message.users.clear();
+                self.send_or_schedule(message, schedule, out)
+            }
+            Request::Cancel { message_id } => {
+                Ok(json!({ "cancelled": self.cancel(&message_id, out) }))
+            }
+            Request::Clients { user } => Ok(self.clients(user.as_deref(), out)),
+            Request::Stats {} => Ok(self.stats_json(&out.transport())),
+            Request::Grant { token, user } => {
+                self.tokens.grant(&token, &user)?;
+                Ok(json!({}))
+            }
+            Request::Revoke { token } => match self.tokens.revoke(&token) {
+                Some(tag) => Ok(json!({ "closed": self.close_token(tag, out) })),
+                None => Err("unknown token".into()),
+            },
+            Request::Kick { user, connection } => self.kick(user, connection, out),
+            Request::Messages {
+                user,
+                status,
+                limit,
+                after,
+            } => self.messages(user.as_deref(), status.as_deref(), limit, after),
+            Request::Delete { message_id } => {
+                let deleted = self.mailbox.delete(&message_id);
+                self.log(
+                    &LogRecord::Del {
+                        id: message_id.into(),
+                    },
+                    out,
+                );
+                Ok(json!({ "deleted": deleted }))
+            }
+            Request::Events {} => {
+                if !self.listeners.contains(&origin) {
+                    self.listeners.push(origin);
+                }
+                Ok(json!({}))
+            }
+        }
+    }
+
+    /// Whether `origin` is an `events` listener (which takes no requests).
+    pub fn is_listener(&self, origin: Origin) -> bool {
+        self.listeners.contains(&origin)
+    }
+
+    fn send_or_schedule(
+        &mut self,
+        mut message: Message,
+        schedule: Schedule,
+        out: &mut impl Out,
+    ) -> Result<Value, String> {
+        message.dedupe_users();
+        if schedule.is_scheduled() {
+            return self.schedule(message, schedule, out);
+        }
+        let report = self.deliver(&message, None, out)?;
+        let mut reply = json!({
+            "messageId": &*report.message_id,
+            "seq": report.seq,
+            "delivered": report.delivered,
+        });
+        if message.topic.is_none() {
+            reply["queued"] = json!(report.queued);
+        }
+        Ok(reply)
+    }
+
+    /// Close every open connection opened with a token (revoked or removed).
+    pub(super) fn close_token(&mut self, tag: u64, out: &mut impl Out) -> usize {
+        let doomed: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.token == tag)
+            .map(|(id, _)| id)
+            .collect();
+        for &conn in &doomed {
+            self.close(conn, 1008, "token revoked", out);
+        }
+        doomed.len()
+    }
+
+    fn kick(
+        &mut self,
+        user: Option<String>,
+        connection: Option<u64>,
+        out: &mut impl Out,
+    ) -> Result<Value, String> {
+        let doomed: Vec<ConnId> = match (user, connection) {
+            (Some(user), None) => match self.users.find(&user) {
+                Some(index) => self
+                    .users
+                    .walk(index, &self.sessions)
+                    .map(|(id, _)| id)
+                    .collect(),
+                None => Vec::new(),
+            },
+            (None, Some(serial)) => self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.serial == serial)
+                .map(|(id, _)| id)
+                .collect(),
+            _ => return Err("kick takes exactly one of \"user\" and \"connection\"".into()),
+        };
+        for &conn in &doomed {
+            self.close(conn, 1008, "kicked", out);
+        }
+        self.stats.kicked += doomed.len() as u64;
+        Ok(json!({ "closed": doomed.len() }))
+    }
+
+    fn messages(
+        &self,
+        user: Option<&str>,
+        status: Option<&str>,
+        limit: Option<usize>,
+        after: Option<u64>,
+    ) -> Result<Value, String> {
+        let status = match status {
+            None => None,
+            Some(name) => {
+                Some(Status::parse(name).ok_or("status must be delivered, held or expired")?)
+            }
+        };
+        let limit = limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+        let page = self.mailbox.list(user, status, after.unwrap_or(0), limit);
+        let next = match page.last() {
+            Some((_, last)) if !self.mailbox.list(user, status, last.seq, 1).is_empty() => {
+                Some(last.seq)
+            }
+            _ => None,
+        };
+        let list: Vec<Value> = page
+            .into_iter()
+            .map(|(user, r)| {
+                json!({
+                    "messageId": &*r.message_id,
+                    "seq": r.seq,
+                    "user": &*user,
+                    "status": r.status.name(),
+                    "ts": r.ts,
+                })
+            })
+            .collect();
+        Ok(json!({ "messages": list, "next": next }))
+    }
+
+    fn clients(&self, user: Option<&str>, out: &impl Out) -> Value {
+        let base = self.config.started_unix_ms;
+        let list: Vec<Value> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| {
+                let name = self.users.name_of(s);
+                if user.is_some_and(|u| u != &**name) {
+                    return None;
+                }
+                let link = out.link(id);
+                let topics: Vec<&str> = s
+                    .topics
+                    .iter()
+                    .flat_map(|l| l.iter().map(|t| &**t))
+                    .collect();
+                Some(json!({
+                    "user": &**name,
+                    "id": s.serial,
+                    "peer": link.map(|l| l.peer.to_string()),
+                    "device": s.device.as_deref(),
+                    "connected_at": base + s.connected_ms,
+                    "last_seen": base + link.map_or(s.connected_ms, |l| l.last_seen_ms),
+                    "subscribed": s.subscribed,
+                    "topics": topics,
+                }))
+            })
+            .collect();
+        json!({ "clients": list })
+    }
+
+    /// Every counter and gauge, once: `stats` and `/metrics` both read it.
+    pub fn stat_rows(&self, t: &Transport<'_>) -> Vec<StatRow> {
+        let s = &self.stats;
+        let mut rows = vec![
+            row(
+                "connections",
+                "connections",
+                "gauge",
+                self.sessions.len() as u64,
+            ),
+            row("handshaking", "handshaking", "gauge", t.handshaking as u64),
+            row("users", "users", "gauge", self.users.len() as u64),
+            row("tokens", "tokens", "gauge", self.tokens.len() as u64),
+            row("topics", "topics", "gauge", self.topics.len() as u64),
+            row("upgrades", "upgrades_total", "counter", s.upgrades),
+            row("rejected", "rejected_total", "counter", t.rejected),
+            row("pushes", "pushes_total", "counter", s.pushes),
+            row("seq", "seq", "gauge", self.seq.last),
+            row("messages_in", "messages_in_total", "counter", s.messages_in),
+            row(
+                "messages_out",
+                "messages_out_total",
+                "counter",
+                s.messages_out,
+            ),
+            row("bytes_in", "bytes_in_total", "counter", t.bytes_in),
+            row("bytes_out", "bytes_out_total", "counter", t.bytes_out),
+            row(
+                "evictions",
+                "idle_evictions_total",
+                "counter",
+                t.idle_evictions,
+            ),
+            row(
+                "slow_consumers",
+                "slow_consumers_total",
+                "counter",
+                t.slow_consumers,
+            ),
+            row("kicked", "kicked_total", "counter", s.kicked),
+            row(
+                "mailbox",
+                "mailbox_held",
+                "gauge",
+                self.mailbox.held() as u64,
+            ),
+            row(
+                "mailbox_bytes",
+                "mailbox_bytes",
+                "gauge",
+                self.mailbox.bytes() as u64,
+            ),
+            row(
+                "mailbox_evicted",
+                "mailbox_evicted_total",
+                "counter",
+                self.mailbox.evicted,
+            ),
+            row(
+                "mailbox_expired",
+                "mailbox_expired_total",
+                "counter",
+                self.mailbox.expired,
+            ),
+            row("jobs", "jobs", "gauge", self.jobs.len() as u64),
+            row(
+                "listeners",
+                "listeners",
+                "gauge",
+                self.listeners.len() as u64,
+            ),
+            row("uptime", "uptime_seconds", "gauge", t.uptime),
+        ];
+        if let Some(log) = &t.data_log {
+            let ok = u64::from(log.failed.is_none());
+            rows.push(row("data_log_ok", "data_log_ok", "gauge", ok));
+            rows.push(row(
+                "data_log_failures",
+                "data_log_failures_total",
+                "counter",
+                log.failures,
+            ));
+        }
+        rows
+    }
+
+    fn stats_json(&self, t: &Transport<'_>) -> Value {
+        let mut map = serde_json::Map::new();
+        for r in self.stat_rows(t) {
+            map.insert(r.stat.into(), json!(r.value));
+        }
+        map.remove("data_log_ok");
+        let (state, error, failures) = match &t.data_log {
+            None => ("off", None, 0),
+            Some(log) if log.failed.is_some() => ("failed", log.failed, log.failures),
+            Some(log) => ("ok", None, log.failures),
+        };
+        map.insert("data_log".into(), json!(state));
+        map.insert("data_log_error".into(), json!(error));
+        map.insert("data_log_failures".into(), json!(failures));
+        Value::Object(map)
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub fn metrics(&self, t: &Transport<'_>) -> String {
+        let mut out = String::new();
+        for r in self.stat_rows(t) {
+            let (name, kind, value) = (r.metric, r.kind, r.value);
+            let _ = writeln!(out, "# TYPE wspush_{name} {kind}\nwspush_{name} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,274 @@
+//! Open connections ([`Session`]s, by slot) and the users that are online,
+//! each with the list of its connections.
+//!
+//! A user's connections form a doubly linked list threaded through the
+//! sessions (`user_prev` / `user_next`), oldest first, so joining, leaving
+//! and "close the oldest" are O(1) and cost no allocation per connection,
+//! and a push walks a user's connections without collecting them. A user
+//! exists here only while it has an open connection.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use slab::Slab;
+
+use super::ConnId;
+use super::tokens::TokenTag;
+
+/// "No entry" in the user lists.
+pub const NONE: u32 = u32::MAX;
+
+/// The routing state of one open connection.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection's serial number: `id` in `clients` and events; its
+    /// low 32 bits are the [`ConnId`] generation.
+    pub serial: u64,
+    /// Pushes on (`subscribe`) or off (`unsubscribe`).
+    pub subscribed: bool,
+    /// Index of the user in [`Users`].
+    pub user: u32,
+    /// Neighbours in the user's list of connections, oldest first.
+    pub user_prev: u32,
+    /// See `user_prev`.
+    pub user_next: u32,
+    /// Which token authenticated it (so `revoke` finds it).
+    pub token: TokenTag,
+    /// Virtual ms of the upgrade.
+    pub connected_ms: u64,
+    /// `?device=` or the User-Agent, for `clients`.
+    pub device: Option<Box<str>>,
+    /// Subscribed topics, in subscription order; absent when none.
+    pub topics: Option<Box<Vec<Rc<str>>>>,
+}
+
+/// Sessions by the I/O side's slot number: a slot's session is there only
+/// while its connection is open, and only under its generation.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    slots: Vec<Option<Session>>,
+    len: usize,
+}
+
+impl Sessions {
+    /// The session of `conn`, if it is open (and not a former tenant's).
+    pub fn get(&self, conn: ConnId) -> Option<&Session> {
+        self.slots
+            .get(conn.key as usize)?
+            .as_ref()
+            .filter(|s| s.serial as u32 == conn.generation)
+    }
+
+    /// See [`Sessions::get`].
+    pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Session> {
+        self.slots
+            .get_mut(conn.key as usize)?
+            .as_mut()
+            .filter(|s| s.serial as u32 == conn.generation)
+    }
+
+    /// The session in slot `key` (which must be open).
+    pub fn at(&self, key: u32) -> &Session {
+        self.slots[key as usize].as_ref().expect("an open slot")
+    }
+
+    fn at_mut(&mut self, key: u32) -> &mut Session {
+        self.slots[key as usize].as_mut().expect("an open slot")
+    }
+
+    /// The id of the session in slot `key`.
+    pub fn id_at(&self, key: u32) -> ConnId {
+        ConnId {
+            key,
+            generation: self.at(key).serial as u32,
+        }
+    }
+
+    /// Add the session of a connection that just opened.
+    pub fn insert(&mut self, conn: ConnId, session: Session) {
+        let key = conn.key as usize;
+        if self.slots.len() <= key {
+            self.slots.resize_with(key + 1, || None);
+        }
+        debug_assert!(self.slots[key].is_none(), "slot {key} is open");
+        self.slots[key] = Some(session);
+        self.len += 1;
+    }
+
+    /// Remove an open session.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Session> {
+        self.get(conn)?;
+        self.len -= 1;
+        self.slots[conn.key as usize].take()
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every open session with its id, by slot.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Session)> {
+        self.slots.iter().enumerate().filter_map(|(key, slot)| {
+            let s = slot.as_ref()?;
+            let id = ConnId {
+                key: key as u32,
+                generation: s.serial as u32,
+            };
+            Some((id, s))
+        })
+    }
+
+    /// The ids of every open session.
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+}
+
+/// One online user.
+#[derive(Debug)]
+pub struct User {
+    /// The user's name, as the token table gave it.
+    pub name: Rc<str>,
+    /// Oldest connection (slot), or [`NONE`].
+    pub head: u32,
+    /// Newest connection.
+    pub tail: u32,
+    /// Number of connections in the list.
+    pub count: u32,
+}
+
+/// The online-user table.
+#[derive(Debug, Default)]
+pub struct Users {
+    table: Slab<User>,
+    by_name: HashMap<Rc<str>, u32>,
+}
+
+impl Users {
+    /// The index of an online user.
+    pub fn find(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// A user by index.
+    pub fn get(&self, index: u32) -> &User {
+        &self.table[index as usize]
+    }
+
+    /// The name of session `s`'s user.
+    pub fn name_of(&self, s: &Session) -> &Rc<str> {
+        &self.get(s.user).name
+    }
+
+    /// Online users.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Append connection `conn` (already in `sessions`) to `name`'s list,
+    /// creating the user.
+    pub fn join(&mut self, name: Rc<str>, conn: ConnId, sessions: &mut Sessions) {
+        let index = match self.by_name.get(&name) {
+            Some(&i) => i,
+            None => {
+                let i = self.table.insert(User {
+                    name: name.clone(),
+                    head: NONE,
+                    tail: NONE,
+                    count: 0,
+                });
+                let i = u32::try_from(i).expect("fewer than 4G users");
+                self.by_name.insert(name, i);
+                i
+            }
+        };
+        let user = &mut self.table[index as usize];
+        let tail = user.tail;
+        let session = sessions.at_mut(conn.key);
+        session.user = index;
+        session.user_prev = tail;
+        session.user_next = NONE;
+        if tail == NONE {
+            user.head = conn.key;
+        } else {
+            sessions.at_mut(tail).user_next = conn.key;
+        }
+        user.tail = conn.key;
+        user.count += 1;
+    }
+
+    /// Remove connection `conn` from its user's list; the user goes once
+    /// its last connection has left.
+    pub fn leave(&mut self, conn: ConnId, sessions: &mut Sessions) {
+        let Some(session) = sessions.get_mut(conn) else {
+            return;
+        };
+        let index = std::mem::replace(&mut session.user, NONE);
+        if index == NONE {
+            return;
+        }
+        let (prev, next) = (session.user_prev, session.user_next);
+        session.user_prev = NONE;
+        session.user_next = NONE;
+        let user = &mut self.table[index as usize];
+        if prev == NONE {
+            user.head = next;
+        } else {
+            sessions.at_mut(prev).user_next = next;
+        }
+        if next == NONE {
+            user.tail = prev;
+        } else {
+            sessions.at_mut(next).user_prev = prev;
+        }
+        user.count -= 1;
+        if user.count == 0 {
+            let user = self.table.remove(index as usize);
+            self.by_name.remove(&user.name);
+        }
+    }
+
+    /// Walk the connections of user `index`, oldest first, without
+    /// collecting them.
+    pub fn walk<'s>(&self, index: u32, sessions: &'s Sessions) -> Walk<'s> {
+        Walk {
+            sessions,
+            cursor: self.table[index as usize].head,
+        }
+    }
+}
+
+/// The connections of one user, oldest first (see [`Users::walk`]).
+pub struct Walk<'s> {
+    sessions: &'s Sessions,
+    cursor: u32,
+}
+
+impl<'s> Iterator for Walk<'s> {
+    type Item = (ConnId, &'s Session);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cursor == NONE {
+            return None;
+        }
+        let key = self.cursor;
+        let session = self.sessions.at(key);
+        self.cursor = session.user_next;
+        let id = ConnId {
+            key,
+            generation: session.serial as u32,
+        };
+        Some((id, session))
+    }
+}

@@ -1,0 +1,64 @@
+//! The I/O side: the event loop, the sockets and their buffers, the
+//! data-log file, and the clock. It moves bytes and time in and out of the
+//! hub ([`crate::hub`]) and decides nothing about routing.
+//!
+//! Files: [`event_loop`] (the loop, accept paths, signals, the turn order),
+//! `wire` (the state the hub's effects act on, and `Out` carried out on
+//! it), `ws_conn` (reading WebSocket connections, the upgrade, inbound
+//! frames, connection deadlines), [`conn`] (one connection's I/O state and
+//! the frame → message decoder), [`ctrl_conn`] (control clients: lines in,
+//! held replies out), [`outbox`] (coalesced vectored writes and the
+//! backlog), [`store`] (the log file), [`heap`], `setup`.
+
+pub mod conn;
+pub mod ctrl_conn;
+pub mod event_loop;
+pub mod heap;
+pub mod outbox;
+mod setup;
+pub mod store;
+mod wire;
+mod ws_conn;
+
+/// Reads of the loop's 64 KiB scratch buffer one WebSocket connection gets
+/// per loop turn (256 KiB) before the others get their turn. Also bounds
+/// what one turn can queue in reply (pongs, echoes) before the flush checks
+/// `--max-outbound`.
+const WS_READ_BUDGET: usize = 4;
+/// Control lines one control connection gets executed per loop turn; keeps
+/// the coalescing of a batch of pushes while bounding what one turn queues.
+const CTRL_LINE_BUDGET: usize = 256;
+
+/// An entry in the loop's timer wheel (the hub has its own deadlines).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Timer {
+    /// The single timer of connection `key`, valid while its generation matches.
+    Conn {
+        /// Slab key.
+        key: u32,
+        /// `Conn::generation` when armed.
+        generation: u32,
+    },
+    /// Accepting was paused after EMFILE/ENFILE; try again.
+    ResumeAccept,
+    /// The data log is failed: try to rewrite it from the live state.
+    DataLog,
+    /// Return freed heap memory to the OS (see `heap.rs`).
+    Trim,
+}
+
+/// A source that used up its per-turn budget while it may still have input:
+/// edge-triggered readiness will not report it again, so the loop resumes it
+/// next turn, after every other ready source had its turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Again {
+    /// WebSocket connection `key`, if still the one with this serial.
+    Ws {
+        /// Slab key.
+        key: usize,
+        /// `Conn::serial` when deferred, so a reused slot is not mistaken.
+        serial: u64,
+    },
+    /// Control connection `key` (a reused slot only costs one spare read).
+    Ctrl(usize),
+}

@@ -1,0 +1,98 @@
+//! Setting up the sockets and the process: the control socket's file,
+//! the open-file limit, the listen backlog, and the errors that mean
+//! "out of descriptors" or "out of disk".
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use log::{info, warn};
+use mio::net::{TcpListener, UnixListener};
+
+/// Pending connections the kernel may hold for the listener.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Bind the control socket: replace a stale file, refuse a live server.
+pub fn bind_control(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another wspush is already listening on {}",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        info!("replaced stale control socket {}", path.display());
+    }
+    // Create the socket with its final mode, so it is never reachable by
+    // others even for a moment; the umask is process-wide, but we are still
+    // single-threaded here.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener =
+        bound.map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Raise the soft open-file limit to the hard one; returns the limit in force.
+pub fn raise_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// mio listens with the standard library's backlog of 128. A reconnect
+/// storm (every client of a restarted server) or a pause in accepting
+/// (EMFILE) overflows it, and the kernel then drops SYNs that clients only
+/// retry after 1, 3, 7, ... s. Calling listen() again raises the backlog
+/// (the kernel caps it at `net.core.somaxconn`); failing that, 128 stays.
+pub fn raise_backlog(listener: &TcpListener) {
+    // SAFETY: listen() on a descriptor we own; no memory is involved.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        warn!(
+            "cannot raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// EMFILE / ENFILE: this process or the system is out of descriptors.
+pub fn out_of_fds(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// ENOSPC or EDQUOT: space may come back, so the server runs on.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}

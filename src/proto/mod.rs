@@ -1,0 +1,5 @@
+//! Wire formats, on byte slices: nothing here touches a socket.
+
+pub mod control;
+pub mod frame;
+pub mod handshake;
