@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -36,25 +36,15 @@ use slab::Slab;
 use super::conn::{Conn, Phase};
 use super::ctrl_conn::ControlConn;
 use super::outbox::Turn;
-use super::store::Store;
 use super::wire::{LOG_RETRY_MS, Limits, Traffic, Wire};
-use super::{Again, Timer, heap, setup};
+use super::{
+    Again, CONN_BASE, CONTROL, CTRL_BASE, LISTENER, SIGNALS, Source, Timer, heap, setup, source,
+};
 use crate::cli::ServeArgs;
 use crate::hub::{self, Hub, Input, tokens::Tokens};
 use crate::proto::frame::{self, OpCode};
 use crate::proto::handshake;
 use crate::wheel::Wheel;
-
-/// The WebSocket/HTTP listener.
-const LISTENER: Token = Token(0);
-/// The control socket listener.
-const CONTROL: Token = Token(1);
-/// SIGINT, SIGTERM and SIGHUP, delivered through a self-pipe.
-const SIGNALS: Token = Token(2);
-/// WebSocket connection `key` is `Token(CONN_BASE + key)`.
-pub(super) const CONN_BASE: usize = 16;
-/// Control connection `key` is `Token(CTRL_BASE + key)`.
-pub(super) const CTRL_BASE: usize = 1 << 40;
 
 /// Timer wheel granularity (docs/protocol.md, "Timers").
 pub const TICK_MS: u64 = 1000;
@@ -73,25 +63,6 @@ const SCRATCH: usize = 64 * 1024;
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 /// Largest message `--echo` accepts by default (Autobahn case 9 sends 16 MiB).
 const ECHO_MAX_MESSAGE: usize = 16 << 20;
-
-/// What a token refers to.
-enum Source {
-    Listener,
-    Control,
-    Signals,
-    Ws(usize),
-    Ctrl(usize),
-}
-
-fn source(token: Token) -> Source {
-    match token {
-        LISTENER => Source::Listener,
-        CONTROL => Source::Control,
-        SIGNALS => Source::Signals,
-        Token(t) if t >= CTRL_BASE => Source::Ctrl(t - CTRL_BASE),
-        Token(t) => Source::Ws(t - CONN_BASE),
-    }
-}
 
 /// The listening sockets and the signal pipe.
 struct Listeners {
@@ -502,77 +473,6 @@ impl Server {
             let at = self.wire.now + TICK_MS;
             self.wire.wheel.insert(at, Timer::Trim);
         }
-    }
-
-    /// Write and fsync the turn's log records, once, and tell the hub.
-    fn sync_log(&mut self) {
-        if self.wire.store.is_none() {
-            return;
-        }
-        let ok = self.wire.sync_log();
-        self.feed(Input::LogWritten { ok });
-        if ok
-            && self
-                .wire
-                .store
-                .as_ref()
-                .is_some_and(Store::wants_compaction)
-        {
-            self.compact_log();
-        }
-    }
-
-    /// Replay `--data-dir` into the hub, then rewrite the log as a snapshot
-    /// of the restored state.
-    fn restore(&mut self, dir: &std::path::Path) -> Result<(), String> {
-        let (store, records) = Store::open(dir)?;
-        let count = self.hub.restore(records, self.wire.now);
-        let store = self.wire.store.insert(store);
-        let written = store.rewrite(&self.hub.snapshot());
-        let ok = match written {
-            Ok(()) => true,
-            Err(e) if setup::is_disk_full(&e) => {
-                // Start anyway: clients still get what is held and what is
-                // pushed to them online; replies that need the log say it
-                // failed, and the retry timer recovers once there is room.
-                error!("{e}: starting with the data log failed");
-                store.fail(e.to_string());
-                self.wire.wheel.insert(LOG_RETRY_MS, Timer::DataLog);
-                false
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        self.feed(Input::LogWritten { ok });
-        let (seq, held, jobs) = self.hub.restored();
-        info!(
-            "{}: restored {count} log records: seq {seq}, {held} held messages, {jobs} jobs",
-            dir.display()
-        );
-        Ok(())
-    }
-
-    /// Rewrite the log as a snapshot of the live state (it has grown, or it
-    /// failed and this is the retry). Returns whether it is healthy now.
-    fn compact_log(&mut self) -> bool {
-        let snapshot = self.hub.snapshot();
-        let Some(store) = &mut self.wire.store else {
-            return true;
-        };
-        let was_failed = store.failed().is_some();
-        match store.rewrite(&snapshot) {
-            Ok(()) if was_failed => info!(
-                "data log recovered: rewrote {} records of live state",
-                snapshot.len()
-            ),
-            Ok(()) => info!("compacted the data log to {} records", snapshot.len()),
-            Err(e) if was_failed => debug!("data log still failed: {e}"),
-            // The old log is intact: compaction waits for the next growth.
-            Err(e) => error!("{e}"),
-        }
-        drop(snapshot);
-        let ok = store.failed().is_none();
-        self.feed(Input::LogWritten { ok });
-        ok
     }
 }
 

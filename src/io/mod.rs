@@ -20,6 +20,38 @@ pub mod store;
 mod wire;
 mod ws_conn;
 
+use mio::Token;
+
+/// The WebSocket/HTTP listener.
+const LISTENER: Token = Token(0);
+/// The control socket listener.
+const CONTROL: Token = Token(1);
+/// SIGINT, SIGTERM and SIGHUP, delivered through a self-pipe.
+const SIGNALS: Token = Token(2);
+/// WebSocket connection `key` is `Token(CONN_BASE + key)`.
+const CONN_BASE: usize = 16;
+/// Control connection `key` is `Token(CTRL_BASE + key)`.
+const CTRL_BASE: usize = 1 << 40;
+
+/// What a token refers to.
+enum Source {
+    Listener,
+    Control,
+    Signals,
+    Ws(usize),
+    Ctrl(usize),
+}
+
+fn source(token: Token) -> Source {
+    match token {
+        LISTENER => Source::Listener,
+        CONTROL => Source::Control,
+        SIGNALS => Source::Signals,
+        Token(t) if t >= CTRL_BASE => Source::Ctrl(t - CTRL_BASE),
+        Token(t) => Source::Ws(t - CONN_BASE),
+    }
+}
+
 /// Reads of the loop's 64 KiB scratch buffer one WebSocket connection gets
 /// per loop turn (256 KiB) before the others get their turn. Also bounds
 /// what one turn can queue in reply (pongs, echoes) before the flush checks

@@ -23,6 +23,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use log::{debug, error, info};
+
+use super::event_loop::Server;
+use super::wire::LOG_RETRY_MS;
+use super::{Timer, setup};
+use crate::hub::Input;
 use crate::hub::journal::{LogRecord, decode, encode};
 
 /// The log file inside `--data-dir`.
@@ -225,6 +231,79 @@ impl Store {
                 Err(reason)
             }
         }
+    }
+}
+
+impl Server {
+    /// Write and fsync the turn's log records, once, and tell the hub.
+    pub(super) fn sync_log(&mut self) {
+        if self.wire.store.is_none() {
+            return;
+        }
+        let ok = self.wire.sync_log();
+        self.feed(Input::LogWritten { ok });
+        if ok
+            && self
+                .wire
+                .store
+                .as_ref()
+                .is_some_and(Store::wants_compaction)
+        {
+            self.compact_log();
+        }
+    }
+
+    /// Replay `--data-dir` into the hub, then rewrite the log as a snapshot
+    /// of the restored state.
+    pub(super) fn restore(&mut self, dir: &std::path::Path) -> Result<(), String> {
+        let (store, records) = Store::open(dir)?;
+        let count = self.hub.restore(records, self.wire.now);
+        let store = self.wire.store.insert(store);
+        let written = store.rewrite(&self.hub.snapshot());
+        let ok = match written {
+            Ok(()) => true,
+            Err(e) if setup::is_disk_full(&e) => {
+                // Start anyway: clients still get what is held and what is
+                // pushed to them online; replies that need the log say it
+                // failed, and the retry timer recovers once there is room.
+                error!("{e}: starting with the data log failed");
+                store.fail(e.to_string());
+                self.wire.wheel.insert(LOG_RETRY_MS, Timer::DataLog);
+                false
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        self.feed(Input::LogWritten { ok });
+        let (seq, held, jobs) = self.hub.restored();
+        info!(
+            "{}: restored {count} log records: seq {seq}, {held} held messages, {jobs} jobs",
+            dir.display()
+        );
+        Ok(())
+    }
+
+    /// Rewrite the log as a snapshot of the live state (it has grown, or it
+    /// failed and this is the retry). Returns whether it is healthy now.
+    pub(super) fn compact_log(&mut self) -> bool {
+        let snapshot = self.hub.snapshot();
+        let Some(store) = &mut self.wire.store else {
+            return true;
+        };
+        let was_failed = store.failed().is_some();
+        match store.rewrite(&snapshot) {
+            Ok(()) if was_failed => info!(
+                "data log recovered: rewrote {} records of live state",
+                snapshot.len()
+            ),
+            Ok(()) => info!("compacted the data log to {} records", snapshot.len()),
+            Err(e) if was_failed => debug!("data log still failed: {e}"),
+            // The old log is intact: compaction waits for the next growth.
+            Err(e) => error!("{e}"),
+        }
+        drop(snapshot);
+        let ok = store.failed().is_none();
+        self.feed(Input::LogWritten { ok });
+        ok
     }
 }
 

@@ -1,0 +1,215 @@
+//! What goes into the hub and what comes out: [`Input`], the sink [`Out`]
+//! with the facts it may ask of the I/O side, the ids, and [`Config`].
+
+use core::net::SocketAddr;
+use std::rc::Rc;
+
+use super::journal::LogRecord;
+use crate::proto::handshake::Upgrade;
+
+/// A connection, as the hub names it: the I/O side's slot `key` and a
+/// `generation` that changes whenever the slot is reused, so an effect
+/// aimed at a connection that left never reaches its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slot of the connection on the I/O side.
+    pub key: u32,
+    /// Changes with every connection that takes the slot.
+    pub generation: u32,
+}
+
+/// Where a job came from, and so where its reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A control-socket client (its slot and generation).
+    Control(ConnId),
+    /// One of the hub's own timers (a scheduled job): nobody to answer.
+    Timer,
+}
+
+/// A latest-value key, hashed (0 = none). A push with a key replaces an
+/// unsent frame with the same key in a connection's queue.
+pub type Key = u64;
+
+/// Hash a producer's `key` string into a [`Key`] (never 0).
+pub fn key_of(key: &str) -> Key {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish().max(1)
+}
+
+/// A frame registered with [`Out::shared`] for the current turn: every
+/// recipient gets this reference, not a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef(pub u32);
+
+/// Everything that can happen to the hub.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A connection sent a valid upgrade request: authenticate it, then
+    /// open it (or refuse it).
+    Upgrade {
+        /// The connection.
+        conn: ConnId,
+        /// What the request asked for.
+        request: &'a Upgrade,
+        /// Its serial number (the `id` of `clients` and events).
+        serial: u64,
+    },
+    /// A connection stopped receiving pushes (closed, failed, too slow).
+    Left {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A whole text message from a client.
+    Text {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        text: &'a str,
+    },
+    /// A whole binary message from a client.
+    Binary {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        data: &'a [u8],
+    },
+    /// One control request (a line of the control socket).
+    Request {
+        /// Where the reply goes.
+        origin: Origin,
+        /// The request's JSON.
+        line: &'a [u8],
+    },
+    /// A control line longer than the line cap (answered with an error).
+    TooLong {
+        /// Where the reply goes.
+        origin: Origin,
+    },
+    /// A control client went away.
+    ControlGone {
+        /// Which one.
+        origin: Origin,
+    },
+    /// Time passed: run what is due.
+    Tick,
+    /// The records logged so far were written and synced (`true`), or the
+    /// data log failed and dropped them (`false`).
+    LogWritten {
+        /// Whether they reached the disk.
+        ok: bool,
+    },
+    /// The tokens file was read again (SIGHUP): its new contents.
+    ReloadTokens {
+        /// The file's text.
+        text: &'a str,
+        /// Its name, for messages.
+        name: &'a str,
+    },
+    /// SIGINT/SIGTERM: refuse new jobs and close every client with 1001.
+    Shutdown,
+}
+
+/// What the hub may ask of the I/O side about a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Virtual ms of the last byte received.
+    pub last_seen_ms: u64,
+}
+
+/// Counters and facts the I/O side keeps, for `stats` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport<'a> {
+    /// Connections still in their HTTP request.
+    pub handshaking: usize,
+    /// Bytes read from WebSocket connections.
+    pub bytes_in: u64,
+    /// Bytes queued to WebSocket connections.
+    pub bytes_out: u64,
+    /// Upgrade requests answered with an HTTP error.
+    pub rejected: u64,
+    /// Connections closed with 4001 after the idle timeout.
+    pub idle_evictions: u64,
+    /// Connections closed with 4000 for not reading.
+    pub slow_consumers: u64,
+    /// Seconds since start.
+    pub uptime: u64,
+    /// The data log: `None` without `--data-dir`.
+    pub data_log: Option<LogHealth<'a>>,
+}
+
+/// The data log's health.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogHealth<'a> {
+    /// Why it is failed, if it is.
+    pub failed: Option<&'a str>,
+    /// Failed writes, fsyncs and rewrites since start.
+    pub failures: u64,
+}
+
+/// The effects of the hub, carried out by the I/O side. A sink rather
+/// than a returned list, so that fanning a push out to N connections
+/// allocates nothing per connection.
+pub trait Out {
+    /// Accept connection `conn`'s upgrade: send `101` with this
+    /// `Sec-WebSocket-Accept`, and treat it as a WebSocket from now on.
+    fn open(&mut self, conn: ConnId, accept: &str);
+    /// Refuse connection `conn`'s upgrade with an HTTP error.
+    fn refuse(&mut self, conn: ConnId, status: u16, reason: &'static str);
+    /// Queue a frame for one connection (replies to its own messages,
+    /// held messages on connect).
+    fn send(&mut self, conn: ConnId, frame: Rc<[u8]>);
+    /// Register a push frame for this turn, shared by all its recipients.
+    fn shared(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef;
+    /// Queue a shared frame for a connection; a keyed frame drops the
+    /// connection's unsent frame with the same key.
+    fn push(&mut self, conn: ConnId, frame: FrameRef);
+    /// Close connection `conn` with a close frame. The hub has already
+    /// forgotten it: it receives nothing more.
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str);
+    /// Answer a job. `logged`: the reply depends on log records the job
+    /// wrote, so it must wait for them to be synced (and becomes an error
+    /// if they could not be).
+    fn reply(&mut self, to: Origin, line: Vec<u8>, logged: bool);
+    /// Queue an event line for listener `to`; false if it is gone.
+    fn event(&mut self, to: Origin, line: &[u8]) -> bool;
+    /// Append a record to the data log.
+    fn log(&mut self, record: &LogRecord<'_>);
+    /// Write and sync the data log now (a turn outran its seq
+    /// reservation); false if it failed.
+    fn sync_now(&mut self) -> bool;
+    /// The I/O facts of an open connection.
+    fn link(&self, conn: ConnId) -> Option<Link>;
+    /// The I/O side's counters.
+    fn transport(&self) -> Transport<'_>;
+}
+
+/// The hub's settings, fixed at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Open WebSocket connections at most (`--max-connections`).
+    pub max_connections: usize,
+    /// Connections per user at most, 0 = no cap (`--max-conns-per-user`).
+    pub max_conns_per_user: usize,
+    /// Topics per connection at most (`--max-topics`).
+    pub max_topics: usize,
+    /// Scheduled jobs at most (`--max-jobs`).
+    pub max_jobs: usize,
+    /// Mailbox records per user, 0 = off (`--mailbox`).
+    pub mailbox: usize,
+    /// Mailbox TTL in seconds (`--mailbox-ttl`).
+    pub mailbox_ttl: u64,
+    /// Mailbox bytes at most (`--mailbox-bytes`).
+    pub mailbox_bytes: usize,
+    /// Whether a data log is attached (`--data-dir`): seqs then come from
+    /// durable reservations.
+    pub data_log: bool,
+    /// Wall-clock Unix ms at virtual ms 0 (timestamps = this + now).
+    pub started_unix_ms: u64,
+    /// Prefix of message ids (`{prefix}-{seq}`).
+    pub id_prefix: String,
+}
