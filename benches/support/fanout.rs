@@ -190,7 +190,7 @@ impl Fanout {
                 0,
                 Input::Upgrade {
                     conn,
-                    request: &request,
+                    request,
                     serial,
                 },
                 &mut mem,

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wspush::conn::{Event, Verdict, feed};
+use wspush::io::conn::{Event, Verdict, feed};
 
 const MAX: usize = 1024;
 

@@ -52,8 +52,8 @@ pub enum Input<'a> {
     Upgrade {
         /// The connection.
         conn: ConnId,
-        /// What the request asked for.
-        request: &'a Upgrade,
+        /// What the request asked for (the hub keeps what it needs).
+        request: Upgrade,
         /// Its serial number (the `id` of `clients` and events).
         serial: u64,
     },

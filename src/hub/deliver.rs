@@ -60,11 +60,11 @@ impl Hub {
     pub(super) fn upgrade(
         &mut self,
         conn: ConnId,
-        request: &Upgrade,
+        request: Upgrade,
         serial: u64,
         out: &mut impl Out,
     ) {
-        let (user, token) = match self.admit(request) {
+        let (user, token) = match self.admit(&request) {
             Ok(found) => found,
             Err(Refusal::Token(reason)) => {
                 debug!(
@@ -90,7 +90,9 @@ impl Hub {
             "conn {serial}: upgraded as user {user} (token {})",
             tokens::fingerprint(&request.token)
         );
-        let device = request.device.as_ref().or(request.user_agent.as_ref());
+        // Moved, not copied: a copy made while the request is alive leaves
+        // a hole in the heap per connection.
+        let device = request.device.or(request.user_agent);
         let session = Session {
             serial,
             subscribed: true,
@@ -99,7 +101,7 @@ impl Hub {
             user_next: NONE,
             token,
             connected_ms: self.now,
-            device: device.map(|d| d.as_str().into()),
+            device: device.map(String::into_boxed_str),
             topics: None,
         };
         self.sessions.insert(conn, session);

@@ -23,11 +23,11 @@ pub enum Phase {
     /// Waiting for a complete HTTP request head (deadline: `--handshake-timeout`).
     Handshake,
     /// Upgraded: receives pushes. Its routing state (user, token, topics,
-    /// ...) is the hub's session, which exists exactly while this lasts.
-    Open {
-        /// Virtual ms at which the next server ping is due (0 = pings off).
-        next_ping_ms: u64,
-    },
+    /// ...) is the hub's session, which exists exactly while this lasts;
+    /// the only I/O state of an open connection alone is `next_ping_ms`
+    /// (kept beside the tag: carried in the variant it would cost 16 B per
+    /// connection in alignment).
+    Open,
     /// We sent a close frame and wait for the peer's (deadline: close timeout).
     Closing,
     /// Last bytes (an HTTP answer or the reply to the peer's close) are
@@ -50,6 +50,9 @@ pub struct Conn {
     pub serial: u64,
     /// Life-cycle state.
     pub phase: Phase,
+    /// While open: virtual ms at which the next server ping is due (0 =
+    /// pings off).
+    pub next_ping_ms: u64,
     /// Virtual ms of the last byte received: idle eviction reads this lazily
     /// when the connection's timer fires, so a read costs no timer update.
     pub last_read_ms: u64,
@@ -71,6 +74,7 @@ impl Conn {
             peer,
             serial,
             phase: Phase::Handshake,
+            next_ping_ms: 0,
             last_read_ms: now_ms,
             timer: None,
             chain: Chain::default(),

@@ -116,10 +116,9 @@ impl Wire {
     pub fn rearm_open(&mut self, key: usize) {
         let conn = &self.conns[key];
         let idle_at = conn.last_read_ms + self.limits.idle_ms;
-        let at = match conn.phase {
-            Phase::Open { next_ping_ms: 0 } => idle_at,
-            Phase::Open { next_ping_ms } => next_ping_ms.min(idle_at),
-            _ => idle_at,
+        let at = match conn.next_ping_ms {
+            0 => idle_at,
+            ping => ping.min(idle_at),
         };
         self.arm(key, at);
     }
@@ -148,7 +147,7 @@ impl Wire {
 
     /// Begin our side of the close handshake on an open connection.
     pub fn start_close(&mut self, key: usize, code: u16, reason: &'static str) {
-        if !matches!(self.conns[key].phase, Phase::Open { .. }) {
+        if self.conns[key].phase != Phase::Open {
             return;
         }
         self.queue(key, frame::encode_close(code, reason).into());
@@ -225,7 +224,7 @@ impl Wire {
         let conn = &self.conns[key];
         if unsent == 0 && conn.phase == Phase::Finishing {
             self.drop_conn(key, "done");
-        } else if unsent > self.limits.max_outbound && matches!(conn.phase, Phase::Open { .. }) {
+        } else if unsent > self.limits.max_outbound && conn.phase == Phase::Open {
             self.slow_consumer(key);
         }
     }
@@ -278,9 +277,8 @@ impl Out for Wire {
         let Some(c) = self.conn(conn) else {
             return;
         };
-        c.phase = Phase::Open {
-            next_ping_ms: if ping > 0 { now + ping } else { 0 },
-        };
+        c.phase = Phase::Open;
+        c.next_ping_ms = if ping > 0 { now + ping } else { 0 };
         self.queue(key, handshake::switching_protocols(accept).into());
         self.rearm_open(key);
     }

@@ -69,7 +69,7 @@ impl Server {
             trace!("conn {}: read {n} bytes", conn.serial);
             match conn.phase {
                 Phase::Handshake => self.handshake_bytes(key, &mut scratch[..n]),
-                Phase::Open { .. } | Phase::Closing => self.frame_bytes(key, &mut scratch[..n]),
+                Phase::Open | Phase::Closing => self.frame_bytes(key, &mut scratch[..n]),
                 // Read and discard, so closing with unread input does not
                 // turn into a reset that could destroy our last bytes.
                 Phase::Finishing => {}
@@ -117,7 +117,7 @@ impl Server {
                 let serial = conn.serial;
                 self.feed(Input::Upgrade {
                     conn: id,
-                    request: &upgrade,
+                    request: upgrade,
                     serial,
                 });
                 if self.hub.is_open(id) && consumed < bytes.len() {
@@ -205,7 +205,7 @@ impl Server {
     fn fail(&mut self, key: usize, code: u16, reason: &'static str) {
         let conn = &self.wire.conns[key];
         match conn.phase {
-            Phase::Open { .. } => {
+            Phase::Open => {
                 let id = conn.id(key);
                 self.feed(Input::Left { conn: id });
                 self.wire
@@ -234,12 +234,12 @@ impl Server {
                     reason: "handshake timeout",
                 },
             ),
-            Phase::Open { next_ping_ms } => self.idle_or_ping(key, next_ping_ms),
+            Phase::Open => self.idle_or_ping(key),
             Phase::Closing | Phase::Finishing => self.drop_conn(key, "close deadline passed"),
         }
     }
 
-    fn idle_or_ping(&mut self, key: usize, next_ping_ms: u64) {
+    fn idle_or_ping(&mut self, key: usize) {
         let now = self.wire.now;
         let conn = &mut self.wire.conns[key];
         if now >= conn.last_read_ms + self.wire.limits.idle_ms {
@@ -252,10 +252,8 @@ impl Server {
             self.feed(Input::Left { conn: id });
             return self.wire.start_close(key, 4001, "idle timeout");
         }
-        if next_ping_ms != 0 && now >= next_ping_ms {
-            conn.phase = Phase::Open {
-                next_ping_ms: now + self.wire.limits.ping_ms,
-            };
+        if conn.next_ping_ms != 0 && now >= conn.next_ping_ms {
+            conn.next_ping_ms = now + self.wire.limits.ping_ms;
             let ping = self.ping_frame.clone();
             self.wire.queue(key, ping);
         }

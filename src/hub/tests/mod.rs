@@ -162,7 +162,7 @@ pub(super) fn connect(
         0,
         Input::Upgrade {
             conn,
-            request: &request,
+            request,
             serial,
         },
         out,
