@@ -132,6 +132,7 @@ pub struct Hub {
 impl Hub {
     /// An empty hub with these settings and tokens.
     pub fn new(config: Config, tokens: Tokens) -> Hub {
+        let sessions = Sessions::with_capacity(config.max_connections);
         let mailbox = Mailbox::new(
             config.mailbox,
             config.mailbox_ttl * 1000,
@@ -141,7 +142,7 @@ impl Hub {
             config,
             now: 0,
             tokens,
-            sessions: Sessions::default(),
+            sessions,
             users: Users::default(),
             topics: Topics::default(),
             mailbox,

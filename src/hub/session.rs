@@ -51,6 +51,14 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// Room for `n` slots up front (address space only until used).
+    pub fn with_capacity(n: usize) -> Sessions {
+        Sessions {
+            slots: Vec::with_capacity(n.min(1 << 20)),
+            len: 0,
+        }
+    }
+
     /// The session of `conn`, if it is open (and not a former tenant's).
     pub fn get(&self, conn: ConnId) -> Option<&Session> {
         self.slots
