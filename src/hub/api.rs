@@ -115,8 +115,8 @@ pub enum Input<'a> {
 /// What the hub may ask of the I/O side about a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Link {
-    /// The peer's address.
-    pub peer: SocketAddr,
+    /// The peer's address (none once the peer has reset the connection).
+    pub peer: Option<SocketAddr>,
     /// Virtual ms of the last byte received.
     pub last_seen_ms: u64,
 }

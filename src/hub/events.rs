@@ -65,7 +65,7 @@ impl Hub {
             "connection": session.serial,
         });
         if online {
-            let peer = out.link(conn).map(|l| l.peer.to_string());
+            let peer = out.link(conn).and_then(|l| l.peer).map(|p| p.to_string());
             event["peer"] = json!(peer);
             event["device"] = json!(session.device.as_deref());
         }

@@ -235,7 +235,7 @@ impl Hub {
                 Some(json!({
                     "user": &**name,
                     "id": s.serial,
-                    "peer": link.map(|l| l.peer.to_string()),
+                    "peer": link.and_then(|l| l.peer).map(|p| p.to_string()),
                     "device": s.device.as_deref(),
                     "connected_at": base + s.connected_ms,
                     "last_seen": base + link.map_or(s.connected_ms, |l| l.last_seen_ms),

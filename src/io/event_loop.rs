@@ -332,7 +332,7 @@ impl Server {
                 warn!("register: {e}");
                 continue;
             }
-            entry.insert(Conn::new(stream, peer, serial, self.wire.now));
+            entry.insert(Conn::new(stream, serial, self.wire.now));
             debug!("conn {serial}: accepted from {peer}");
             let deadline = self.wire.now + self.args.handshake_timeout * 1000;
             self.wire.arm(key, deadline);
