@@ -182,22 +182,19 @@ impl Hub {
             queued: 0,
         };
         if let Some(topic) = &message.topic {
-            for &conn in self.topics.subscribers(topic) {
-                report.delivered += usize::from(push(self.sessions.get(conn), conn, shared, out));
-            }
+            let sessions = &self.sessions;
+            let followers = self.topics.subscribers(topic).iter();
+            let reached = followers.filter_map(|&conn| Some((conn, sessions.get(conn)?)));
+            report.delivered += push_all(reached, shared, out);
         } else if message.users.is_empty() {
-            for (conn, session) in self.sessions.iter() {
-                report.delivered += usize::from(push(Some(session), conn, shared, out));
-            }
+            report.delivered += push_all(self.sessions.iter(), shared, out);
         } else {
             for name in &message.users {
                 let online = self.users.find(name);
-                let mut reached = 0;
-                if let Some(index) = online {
-                    for (conn, session) in self.users.walk(index, &self.sessions) {
-                        reached += usize::from(push(Some(session), conn, shared, out));
-                    }
-                }
+                let reached = match online {
+                    Some(index) => push_all(self.users.walk(index, &self.sessions), shared, out),
+                    None => 0,
+                };
                 report.delivered += reached;
                 let status = match (online, reached) {
                     (None, _) => Status::Held,
@@ -229,15 +226,22 @@ impl Hub {
     }
 }
 
-/// Queue a push to a connection that wants pushes.
-fn push(session: Option<&Session>, conn: ConnId, frame: FrameRef, out: &mut impl Out) -> bool {
-    match session {
-        Some(s) if s.subscribed => {
+/// Queue `frame` to each of `sessions` that wants pushes; returns how
+/// many took it. The per-recipient loop of every fan-out, kept apart from
+/// `deliver` so that `Out::push` inlines into it.
+fn push_all<'s>(
+    sessions: impl Iterator<Item = (ConnId, &'s Session)>,
+    frame: FrameRef,
+    out: &mut impl Out,
+) -> usize {
+    let mut reached = 0;
+    for (conn, session) in sessions {
+        if session.subscribed {
             out.push(conn, frame);
-            true
+            reached += 1;
         }
-        _ => false,
     }
+    reached
 }
 
 /// The envelope as one text frame, and the length of the frame's header.

@@ -90,6 +90,7 @@ impl Turn {
     /// beyond amortised growth of the loop-wide link vector; a keyed frame
     /// first unlinks an earlier frame with the same key (a walk of this
     /// connection's chain, which holds only this turn's frames).
+    #[inline(always)]
     pub fn enqueue(&mut self, key: usize, chain: &mut Chain, frame: FrameRef) {
         let value_key = self.frames[frame.0 as usize].1;
         if value_key != 0 {
@@ -109,6 +110,9 @@ impl Turn {
         chain.tail = index;
     }
 
+    // Kept out of line: rare (keyed pushes only), and inlined it makes
+    // `enqueue`, the per-recipient step of every fan-out, too big to inline.
+    #[inline(never)]
     fn unlink_key(&mut self, chain: &mut Chain, value_key: Key) {
         let (mut prev, mut cursor) = (NIL, chain.head);
         while cursor != NIL {
