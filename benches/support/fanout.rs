@@ -109,7 +109,7 @@ impl Out for Mem {
     fn shared(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef {
         self.turn.add(frame, key)
     }
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, conn: ConnId, frame: FrameRef) {
         let key = conn.key as usize;
         self.turn.enqueue(key, &mut self.conns[key].chain, frame);

@@ -299,7 +299,7 @@ impl Out for Wire {
         self.turn.add(frame, key)
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, conn: ConnId, frame: FrameRef) {
         let (bytes, value_key) = self.turn.frame(frame);
         let len = bytes.len() as u64;
