@@ -299,6 +299,8 @@ impl Out for Wire {
         self.turn.add(frame, key)
     }
 
+    // Called once per recipient from the hub's fan-out loop (see
+    // `Turn::enqueue`).
     #[inline(always)]
     fn push(&mut self, conn: ConnId, frame: FrameRef) {
         let (bytes, value_key) = self.turn.frame(frame);
