@@ -109,10 +109,13 @@ impl Out for Mem {
     fn shared(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef {
         self.turn.add(frame, key)
     }
-    #[inline(always)]
-    fn push(&mut self, conn: ConnId, frame: FrameRef) {
-        let key = conn.key as usize;
-        self.turn.enqueue(key, &mut self.conns[key].chain, frame);
+    fn push(&mut self, conns: impl Iterator<Item = ConnId>, frame: FrameRef) {
+        let (_, value_key) = self.turn.frame(frame);
+        for conn in conns {
+            let key = conn.key as usize;
+            let chain = &mut self.conns[key].chain;
+            self.turn.enqueue_keyed(key, chain, frame, value_key);
+        }
     }
     fn close(&mut self, _conn: ConnId, _code: u16, _reason: &'static str) {}
     fn reply(&mut self, _to: Origin, line: Vec<u8>, _logged: bool) {

@@ -165,9 +165,10 @@ pub trait Out {
     fn send(&mut self, conn: ConnId, frame: Rc<[u8]>);
     /// Register a push frame for this turn, shared by all its recipients.
     fn shared(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef;
-    /// Queue a shared frame for a connection; a keyed frame drops the
-    /// connection's unsent frame with the same key.
-    fn push(&mut self, conn: ConnId, frame: FrameRef);
+    /// Queue a shared frame for each of `conns`: the fan-out of one push,
+    /// in one call so that what is per frame is done once. A keyed frame
+    /// drops each connection's unsent frame with the same key.
+    fn push(&mut self, conns: impl Iterator<Item = ConnId>, frame: FrameRef);
     /// Close connection `conn` with a close frame. The hub has already
     /// forgotten it: it receives nothing more.
     fn close(&mut self, conn: ConnId, code: u16, reason: &'static str);

@@ -3,6 +3,7 @@
 //! topic or everyone — encoded once, O(1) allocations however many receive
 //! it.
 
+use std::num::NonZeroU64;
 use std::rc::Rc;
 
 use log::debug;
@@ -11,7 +12,7 @@ use serde_json::Value;
 
 use super::journal::LogRecord;
 use super::mailbox::{Record, Status};
-use super::session::{NONE, Session};
+use super::session::Session;
 use super::tokens::{self, TokenTag};
 use super::{ConnId, FrameRef, Hub, Out, key_of};
 use crate::proto::control::Message;
@@ -93,17 +94,9 @@ impl Hub {
         // Moved, not copied: a copy made while the request is alive leaves
         // a hole in the heap per connection.
         let device = request.device.or(request.user_agent);
-        let session = Session {
-            serial,
-            subscribed: true,
-            user: NONE,
-            user_prev: NONE,
-            user_next: NONE,
-            token,
-            connected_ms: self.now,
-            device: device.map(String::into_boxed_str),
-            topics: None,
-        };
+        let serial = NonZeroU64::new(serial).expect("connection serials start at 1");
+        let device = device.map(String::into_boxed_str);
+        let session = Session::new(serial, token, self.now, device);
         self.sessions.insert(conn, session);
         self.users.join(user.clone(), conn, &mut self.sessions);
         self.stats.upgrades += 1;
@@ -183,16 +176,22 @@ impl Hub {
         };
         if let Some(topic) = &message.topic {
             let sessions = &self.sessions;
-            let followers = self.topics.subscribers(topic).iter();
-            let reached = followers.filter_map(|&conn| Some((conn, sessions.get(conn)?)));
+            let followers = self.topics.subscribers(topic).iter().copied();
+            let reached =
+                followers.filter(|&conn| sessions.get(conn).is_some_and(Session::subscribed));
             report.delivered += push_all(reached, shared, out);
         } else if message.users.is_empty() {
-            report.delivered += push_all(self.sessions.iter(), shared, out);
+            let everyone = self.sessions.pushing().iter().copied();
+            report.delivered += push_all(everyone, shared, out);
         } else {
             for name in &message.users {
                 let online = self.users.find(name);
                 let reached = match online {
-                    Some(index) => push_all(self.users.walk(index, &self.sessions), shared, out),
+                    Some(index) => {
+                        let walk = self.users.walk(index, &self.sessions);
+                        let reached = walk.filter(|(_, s)| s.subscribed()).map(|(id, _)| id);
+                        push_all(reached, shared, out)
+                    }
                     None => 0,
                 };
                 report.delivered += reached;
@@ -226,21 +225,10 @@ impl Hub {
     }
 }
 
-/// Queue `frame` to each of `sessions` that wants pushes; returns how
-/// many took it. The per-recipient loop of every fan-out, kept apart from
-/// `deliver` so that `Out::push` inlines into it.
-fn push_all<'s>(
-    sessions: impl Iterator<Item = (ConnId, &'s Session)>,
-    frame: FrameRef,
-    out: &mut impl Out,
-) -> usize {
+/// Queue `frame` to each of `conns`; returns how many there were.
+fn push_all(conns: impl Iterator<Item = ConnId>, frame: FrameRef, out: &mut impl Out) -> usize {
     let mut reached = 0;
-    for (conn, session) in sessions {
-        if session.subscribed {
-            out.push(conn, frame);
-            reached += 1;
-        }
-    }
+    out.push(conns.inspect(|_| reached += 1), frame);
     reached
 }
 

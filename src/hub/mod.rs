@@ -301,13 +301,13 @@ impl Hub {
 
     /// A text message: pushes off/on, a topic command, or upstream.
     fn text(&mut self, conn: ConnId, text: &str, out: &mut impl Out) {
-        let Some(session) = self.sessions.get_mut(conn) else {
+        if self.sessions.get(conn).is_none() {
             return;
-        };
+        }
         match text {
             "--" => {}
-            "subscribe" => session.subscribed = true,
-            "unsubscribe" => session.subscribed = false,
+            "subscribe" => self.sessions.set_pushing(conn, true),
+            "unsubscribe" => self.sessions.set_pushing(conn, false),
             _ => match topics::Command::parse(text) {
                 Some(command) => self.topic_command(conn, command, out),
                 None => self.upstream(conn, Some(text), None, out),

@@ -168,7 +168,7 @@ impl Hub {
             (None, Some(serial)) => self
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.serial == serial)
+                .filter(|(_, s)| s.serial.get() == serial)
                 .map(|(id, _)| id)
                 .collect(),
             _ => return Err("kick takes exactly one of \"user\" and \"connection\"".into()),
@@ -239,7 +239,7 @@ impl Hub {
                     "device": s.device.as_deref(),
                     "connected_at": base + s.connected_ms,
                     "last_seen": base + link.map_or(s.connected_ms, |l| l.last_seen_ms),
-                    "subscribed": s.subscribed,
+                    "subscribed": s.subscribed(),
                     "topics": topics,
                 }))
             })

@@ -6,8 +6,12 @@
 //! and "close the oldest" are O(1) and cost no allocation per connection,
 //! and a push walks a user's connections without collecting them. A user
 //! exists here only while it has an open connection.
+//!
+//! The connections with pushes on are also kept as one dense list, so a
+//! broadcast reads 8 bytes per recipient instead of walking every session.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 
 use slab::Slab;
@@ -22,10 +26,12 @@ pub const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct Session {
     /// The connection's serial number: `id` in `clients` and events; its
-    /// low 32 bits are the [`ConnId`] generation.
-    pub serial: u64,
-    /// Pushes on (`subscribe`) or off (`unsubscribe`).
-    pub subscribed: bool,
+    /// low 32 bits are the [`ConnId`] generation. Never zero, which lets
+    /// `Option<Session>` stay 64 bytes.
+    pub serial: NonZeroU64,
+    /// Where the connection sits in the list of those with pushes on, or
+    /// [`NONE`] while they are off (`unsubscribe`). Kept by [`Sessions`].
+    pushing_at: u32,
     /// Index of the user in [`Users`].
     pub user: u32,
     /// Neighbours in the user's list of connections, oldest first.
@@ -42,20 +48,53 @@ pub struct Session {
     pub topics: Option<Box<Vec<Rc<str>>>>,
 }
 
+impl Session {
+    /// A session just upgraded, with pushes on, in no user's list yet.
+    pub fn new(serial: NonZeroU64, token: TokenTag, now: u64, device: Option<Box<str>>) -> Self {
+        Session {
+            serial,
+            pushing_at: NONE,
+            user: NONE,
+            user_prev: NONE,
+            user_next: NONE,
+            token,
+            connected_ms: now,
+            device,
+            topics: None,
+        }
+    }
+
+    /// Pushes on (`subscribe`) or off (`unsubscribe`).
+    pub fn subscribed(&self) -> bool {
+        self.pushing_at != NONE
+    }
+
+    /// The generation of this session's [`ConnId`].
+    fn generation(&self) -> u32 {
+        self.serial.get() as u32
+    }
+}
+
 /// Sessions by the I/O side's slot number: a slot's session is there only
 /// while its connection is open, and only under its generation.
 #[derive(Debug, Default)]
 pub struct Sessions {
     slots: Vec<Option<Session>>,
     len: usize,
+    /// The open connections with pushes on, in no particular order.
+    pushing: Vec<ConnId>,
 }
 
 impl Sessions {
-    /// Room for `n` slots up front (address space only until used).
+    /// Room for `n` slots up front (address space only until used: the
+    /// pages of a large allocation are mapped as they are first written, so
+    /// neither vector ever copies itself into a doubled one).
     pub fn with_capacity(n: usize) -> Sessions {
+        let n = n.min(1 << 20);
         Sessions {
-            slots: Vec::with_capacity(n.min(1 << 20)),
+            slots: Vec::with_capacity(n),
             len: 0,
+            pushing: Vec::with_capacity(n),
         }
     }
 
@@ -64,7 +103,7 @@ impl Sessions {
         self.slots
             .get(conn.key as usize)?
             .as_ref()
-            .filter(|s| s.serial as u32 == conn.generation)
+            .filter(|s| s.generation() == conn.generation)
     }
 
     /// See [`Sessions::get`].
@@ -72,7 +111,7 @@ impl Sessions {
         self.slots
             .get_mut(conn.key as usize)?
             .as_mut()
-            .filter(|s| s.serial as u32 == conn.generation)
+            .filter(|s| s.generation() == conn.generation)
     }
 
     /// The session in slot `key` (which must be open).
@@ -88,26 +127,57 @@ impl Sessions {
     pub fn id_at(&self, key: u32) -> ConnId {
         ConnId {
             key,
-            generation: self.at(key).serial as u32,
+            generation: self.at(key).generation(),
         }
     }
 
-    /// Add the session of a connection that just opened.
+    /// Add the session of a connection that just opened, pushes on.
     pub fn insert(&mut self, conn: ConnId, session: Session) {
         let key = conn.key as usize;
         if self.slots.len() <= key {
             self.slots.resize_with(key + 1, || None);
         }
         debug_assert!(self.slots[key].is_none(), "slot {key} is open");
+        debug_assert_eq!(session.generation(), conn.generation);
         self.slots[key] = Some(session);
         self.len += 1;
+        self.set_pushing(conn, true);
     }
 
     /// Remove an open session.
     pub fn remove(&mut self, conn: ConnId) -> Option<Session> {
+        self.set_pushing(conn, false);
         self.get(conn)?;
         self.len -= 1;
         self.slots[conn.key as usize].take()
+    }
+
+    /// Switch an open session's pushes on or off; O(1).
+    pub fn set_pushing(&mut self, conn: ConnId, on: bool) {
+        let end = u32::try_from(self.pushing.len()).expect("fewer than 4G connections");
+        let Some(session) = self.get_mut(conn) else {
+            return;
+        };
+        match (session.pushing_at, on) {
+            (NONE, true) => {
+                session.pushing_at = end;
+                self.pushing.push(conn);
+            }
+            (at, false) if at != NONE => {
+                session.pushing_at = NONE;
+                self.pushing.swap_remove(at as usize);
+                if let Some(&moved) = self.pushing.get(at as usize) {
+                    self.at_mut(moved.key).pushing_at = at;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The open connections with pushes on, in no particular order: who a
+    /// broadcast reaches.
+    pub fn pushing(&self) -> &[ConnId] {
+        &self.pushing
     }
 
     /// Open sessions.
@@ -126,7 +196,7 @@ impl Sessions {
             let s = slot.as_ref()?;
             let id = ConnId {
                 key: key as u32,
-                generation: s.serial as u32,
+                generation: s.generation(),
             };
             Some((id, s))
         })
@@ -275,8 +345,60 @@ impl<'s> Iterator for Walk<'s> {
         self.cursor = session.user_next;
         let id = ConnId {
             key,
-            generation: session.serial as u32,
+            generation: session.generation(),
         };
         Some((id, session))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(sessions: &mut Sessions, key: u32) -> ConnId {
+        let serial = NonZeroU64::new(u64::from(key) + 100).unwrap();
+        let conn = ConnId {
+            key,
+            generation: serial.get() as u32,
+        };
+        sessions.insert(conn, Session::new(serial, 0, 0, None));
+        conn
+    }
+
+    fn pushing(sessions: &Sessions) -> Vec<u32> {
+        let mut keys: Vec<u32> = sessions.pushing().iter().map(|c| c.key).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn an_open_slot_costs_64_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Session>>(), 64);
+    }
+
+    #[test]
+    fn the_pushing_list_follows_toggles_and_departures() {
+        let mut sessions = Sessions::default();
+        let ids: Vec<ConnId> = (0..5).map(|k| open(&mut sessions, k)).collect();
+        assert_eq!(pushing(&sessions), [0, 1, 2, 3, 4]);
+        sessions.set_pushing(ids[1], false);
+        sessions.set_pushing(ids[1], false); // twice is once
+        assert!(!sessions.get(ids[1]).unwrap().subscribed());
+        assert_eq!(pushing(&sessions), [0, 2, 3, 4]);
+        sessions.remove(ids[0]);
+        assert_eq!(pushing(&sessions), [2, 3, 4]);
+        sessions.set_pushing(ids[1], true);
+        sessions.set_pushing(ids[1], true);
+        assert_eq!(pushing(&sessions), [1, 2, 3, 4]);
+        sessions.remove(ids[4]);
+        sessions.remove(ids[1]);
+        assert_eq!(pushing(&sessions), [2, 3]);
+        // A former tenant's id switches nothing.
+        sessions.set_pushing(ids[0], true);
+        assert_eq!(pushing(&sessions), [2, 3]);
+        // Every index still points at its own entry.
+        for (at, conn) in sessions.pushing().iter().enumerate() {
+            assert_eq!(sessions.get(*conn).unwrap().pushing_at as usize, at);
+        }
     }
 }

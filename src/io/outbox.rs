@@ -90,11 +90,24 @@ impl Turn {
     /// beyond amortised growth of the loop-wide link vector; a keyed frame
     /// first unlinks an earlier frame with the same key (a walk of this
     /// connection's chain, which holds only this turn's frames).
+    pub fn enqueue(&mut self, key: usize, chain: &mut Chain, frame: FrameRef) {
+        let value_key = self.frames[frame.0 as usize].1;
+        self.enqueue_keyed(key, chain, frame, value_key);
+    }
+
+    /// [`Turn::enqueue`] for a caller that looked the frame's key up once
+    /// for all its recipients: `value_key` must be the frame's own.
     // The per-recipient step of every fan-out: a call here per recipient
     // cost about a third of a 10k broadcast (benches/fanout, perf).
     #[inline(always)]
-    pub fn enqueue(&mut self, key: usize, chain: &mut Chain, frame: FrameRef) {
-        let value_key = self.frames[frame.0 as usize].1;
+    pub fn enqueue_keyed(
+        &mut self,
+        key: usize,
+        chain: &mut Chain,
+        frame: FrameRef,
+        value_key: Key,
+    ) {
+        debug_assert_eq!(value_key, self.frames[frame.0 as usize].1);
         if value_key != 0 {
             self.unlink_key(chain, value_key);
         }

@@ -299,26 +299,28 @@ impl Out for Wire {
         self.turn.add(frame, key)
     }
 
-    // Called once per recipient from the hub's fan-out loop (see
-    // `Turn::enqueue`).
-    #[inline(always)]
-    fn push(&mut self, conn: ConnId, frame: FrameRef) {
+    fn push(&mut self, conns: impl Iterator<Item = ConnId>, frame: FrameRef) {
         let (bytes, value_key) = self.turn.frame(frame);
         let len = bytes.len() as u64;
-        let Some(c) = self
-            .conns
-            .get_mut(conn.key as usize)
-            .filter(|c| c.generation() == conn.generation)
-        else {
-            return;
-        };
-        if value_key != 0
-            && let Some(backlog) = &mut c.backlog
-        {
-            backlog.drop_key(value_key);
+        let mut queued = 0;
+        for conn in conns {
+            let Some(c) = self
+                .conns
+                .get_mut(conn.key as usize)
+                .filter(|c| c.generation() == conn.generation)
+            else {
+                continue;
+            };
+            if value_key != 0
+                && let Some(backlog) = &mut c.backlog
+            {
+                backlog.drop_key(value_key);
+            }
+            let key = conn.key as usize;
+            self.turn.enqueue_keyed(key, &mut c.chain, frame, value_key);
+            queued += 1;
         }
-        self.traffic.bytes_out += len;
-        self.turn.enqueue(conn.key as usize, &mut c.chain, frame);
+        self.traffic.bytes_out += len * queued;
     }
 
     fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {

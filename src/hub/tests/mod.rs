@@ -50,9 +50,11 @@ impl Out for Rec {
         self.frames.push((frame, key));
         FrameRef(self.frames.len() as u32 - 1)
     }
-    fn push(&mut self, conn: ConnId, frame: FrameRef) {
-        let bytes = self.frames[frame.0 as usize].0.clone();
-        self.send(conn, bytes);
+    fn push(&mut self, conns: impl Iterator<Item = ConnId>, frame: FrameRef) {
+        for conn in conns {
+            let bytes = self.frames[frame.0 as usize].0.clone();
+            self.send(conn, bytes);
+        }
     }
     fn close(&mut self, conn: ConnId, code: u16, _reason: &'static str) {
         self.closed.push((conn, code));
