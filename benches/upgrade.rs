@@ -21,6 +21,7 @@ fn upgrade(c: &mut Criterion) {
         ws_path: "/push",
         allowed_origins: &[],
         max_head: 8192,
+        api_key: None,
     };
     assert!(matches!(
         handshake::examine(REQUEST, &rules),

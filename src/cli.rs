@@ -207,6 +207,10 @@ pub struct ServeArgs {
     /// JSON object {"token": "user", ...}; re-read on SIGHUP.
     #[arg(long, env = "WSPUSH_TOKENS")]
     pub tokens: Option<PathBuf>,
+    /// Turn on the HTTP API (`POST /api/{op}` on the listen port) with the key in FILE
+    /// (sent as `Authorization: Bearer KEY`; at least 16 bytes; surrounding whitespace ignored).
+    #[arg(long, env = "WSPUSH_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Close connections that sent nothing for this many seconds (code 4001).
     #[arg(long, env = "WSPUSH_IDLE_TIMEOUT", default_value_t = 605)]
     pub idle_timeout: u64,

@@ -23,12 +23,14 @@
 //!     `io/wire.rs`: the hub's effects carried out on sockets and the log;
 //!     `io/ws_conn.rs`: reading WebSocket connections, their deadlines;
 //!     `io/conn.rs`: one connection's I/O state, frames → messages;
+//!     `io/http_conn.rs`: HTTP API requests, their bodies and answers;
 //!     `io/ctrl_conn.rs`: control clients; `io/outbox.rs`: coalesced
 //!     vectored writes; `io/store.rs`: the log file; `io/heap.rs`;
 //!     `io/setup.rs`: sockets and limits at start.
 //! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
-//!   upgrade), `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the
-//!   control protocol).
+//!   upgrade), `proto/http.rs` (the HTTP API's requests and answers),
+//!   `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the control
+//!   protocol).
 //! - [`wheel`]: the hashed timer wheel on virtual milliseconds (both the
 //!   loop and the hub keep one).
 //!

@@ -14,6 +14,7 @@ fn rules() -> Rules<'static> {
         ws_path: "/push",
         allowed_origins: &[],
         max_head: 8 * 1024,
+        api_key: None,
     }
 }
 

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         ws_path: "/push",
         allowed_origins: &origins,
         max_head: 8 * 1024,
+        api_key: None,
     };
     let whole = examine(data, &rules);
     // Any prefix is either still partial or already decided; once decided,

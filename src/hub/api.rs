@@ -23,6 +23,9 @@ pub struct ConnId {
 pub enum Origin {
     /// A control-socket client (its slot and generation).
     Control(ConnId),
+    /// An HTTP API request on the WebSocket port (the connection's id):
+    /// one request, one reply.
+    Http(ConnId),
     /// One of the hub's own timers (a scheduled job): nobody to answer.
     Timer,
 }

@@ -28,6 +28,13 @@ pub enum Phase {
     /// (kept beside the tag: carried in the variant it would cost 16 B per
     /// connection in alignment).
     Open,
+    /// An HTTP API request is with the hub; its reply goes out at the end
+    /// of the turn, then the connection waits for the next request (as in
+    /// `Handshake`) or closes.
+    Api {
+        /// Whether the client wants the connection kept open.
+        keep_alive: bool,
+    },
     /// We sent a close frame and wait for the peer's (deadline: close timeout).
     Closing,
     /// Last bytes (an HTTP answer or the reply to the peer's close) are

@@ -43,7 +43,7 @@ use super::{
 use crate::cli::ServeArgs;
 use crate::hub::{self, Hub, Input, tokens::Tokens};
 use crate::proto::frame::{self, OpCode};
-use crate::proto::handshake;
+use crate::proto::{handshake, http};
 use crate::wheel::Wheel;
 
 /// Timer wheel granularity (docs/protocol.md, "Timers").
@@ -104,7 +104,9 @@ pub struct Server {
     /// Largest client message (`--max-message-size`, or the echo default).
     pub(super) max_message: usize,
     /// SIGINT/SIGTERM arrived: no new clients, closing every client.
-    shutting_down: bool,
+    pub(super) shutting_down: bool,
+    /// The HTTP API key's digest (`--api-key-file`); no API without it.
+    pub(super) api_key: Option<http::KeyDigest>,
 }
 
 impl Server {
@@ -177,6 +179,7 @@ impl Server {
             store: None,
             ctrl_dirty: Vec::new(),
             gone: Vec::new(),
+            http_held: Vec::new(),
             traffic: Traffic::default(),
             limits: Limits {
                 idle_ms: args.idle_timeout * 1000,
@@ -204,6 +207,11 @@ impl Server {
             next_serial: 1,
             max_message,
             shutting_down: false,
+            api_key: args
+                .api_key_file
+                .as_deref()
+                .map(setup::api_key)
+                .transpose()?,
             args,
         };
         if let Some(dir) = server.args.data_dir.clone() {
@@ -261,10 +269,16 @@ impl Server {
                         }
                     }
                     Again::Ctrl(key) => self.ctrl_ready(key),
+                    Again::Http { key, serial } => {
+                        if self.wire.conns.get(key).is_some_and(|c| c.serial == serial) {
+                            self.handshake_bytes(key, &mut []);
+                        }
+                    }
                 }
             }
             self.expire_timers();
             self.sync_log();
+            self.release_http();
             self.flush_turn();
             self.release_replies();
             if self.shutting_down && self.wire.conns.is_empty() {

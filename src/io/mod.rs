@@ -14,6 +14,7 @@ pub mod conn;
 pub mod ctrl_conn;
 pub mod event_loop;
 pub mod heap;
+mod http_conn;
 pub mod outbox;
 mod setup;
 pub mod store;
@@ -93,4 +94,12 @@ pub(crate) enum Again {
     },
     /// Control connection `key` (a reused slot only costs one spare read).
     Ctrl(usize),
+    /// HTTP connection `key` has a pipelined request in its input, to be
+    /// examined now that the previous one is answered.
+    Http {
+        /// Slab key.
+        key: usize,
+        /// As for `Ws`.
+        serial: u64,
+    },
 }

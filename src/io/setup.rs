@@ -10,6 +10,8 @@ use std::path::Path;
 use log::{info, warn};
 use mio::net::{TcpListener, UnixListener};
 
+use crate::proto::http;
+
 /// Pending connections the kernel may hold for the listener.
 const LISTEN_BACKLOG: libc::c_int = 4096;
 
@@ -95,4 +97,29 @@ pub fn is_disk_full(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
+}
+
+/// Shortest API key accepted: a guessable key would open every op to the
+/// network.
+const MIN_API_KEY: usize = 16;
+
+/// Read the HTTP API key (`--api-key-file`), surrounding whitespace
+/// ignored, and keep only its digest.
+pub fn api_key(path: &Path) -> Result<http::KeyDigest, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key = text.trim_ascii();
+    if key.len() < MIN_API_KEY {
+        return Err(format!(
+            "{}: the API key must be at least {MIN_API_KEY} bytes",
+            path.display()
+        ));
+    }
+    if key.iter().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "{}: the API key must be printable ASCII without spaces",
+            path.display()
+        ));
+    }
+    info!("HTTP API on (key from {})", path.display());
+    Ok(http::digest(key))
 }

@@ -56,6 +56,17 @@ pub struct Limits {
     pub max_outbound: usize,
 }
 
+/// An HTTP API reply waiting for the end of the turn.
+#[derive(Debug)]
+pub struct HeldHttp {
+    /// The connection that asked.
+    pub conn: ConnId,
+    /// The control reply line.
+    pub line: Vec<u8>,
+    /// The log position its records end at, if it wrote any.
+    pub needs: Option<u64>,
+}
+
 /// Sockets, buffers and the data log: what the hub's effects act on.
 pub struct Wire {
     /// WebSocket connections; the slot is the [`ConnId`] key.
@@ -73,6 +84,8 @@ pub struct Wire {
     /// Connections that stopped receiving pushes on the I/O side (gone,
     /// too slow): the hub must be told.
     pub gone: Vec<ConnId>,
+    /// HTTP API replies of this turn, answered once the log is synced.
+    pub http_held: Vec<HeldHttp>,
     /// Counters.
     pub traffic: Traffic,
     /// Timing and size settings.
@@ -85,7 +98,7 @@ pub struct Wire {
 
 impl Wire {
     /// The connection `conn` names, if it still exists.
-    fn conn(&mut self, conn: ConnId) -> Option<&mut Conn> {
+    pub fn conn(&mut self, conn: ConnId) -> Option<&mut Conn> {
         self.conns
             .get_mut(conn.key as usize)
             .filter(|c| c.generation() == conn.generation)
@@ -127,6 +140,16 @@ impl Wire {
     pub fn http_answer(&mut self, key: usize, response: Vec<u8>) {
         self.queue(key, response.into());
         self.finish(key);
+    }
+
+    /// Refuse an HTTP API request from its head: a JSON error, then close.
+    pub fn refuse_api(&mut self, key: usize, err: &HttpError) {
+        self.traffic.rejected += 1;
+        debug!(
+            "conn {}: API {} {}",
+            self.conns[key].serial, err.status, err.reason
+        );
+        self.http_answer(key, crate::proto::http::error_response(err));
     }
 
     /// Refuse a request with an HTTP error.
@@ -334,6 +357,9 @@ impl Out for Wire {
             (Some(store), true) => Some(store.required()),
             _ => None,
         };
+        if let Origin::Http(conn) = to {
+            return self.http_held.push(HeldHttp { conn, line, needs });
+        }
         if let Some((key, ctrl)) = self.ctrl(to) {
             ctrl.hold(line, needs);
             self.mark_ctrl_dirty(key);

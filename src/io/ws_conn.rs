@@ -70,6 +70,7 @@ impl Server {
             match conn.phase {
                 Phase::Handshake => self.handshake_bytes(key, &mut scratch[..n]),
                 Phase::Open | Phase::Closing => self.frame_bytes(key, &mut scratch[..n]),
+                Phase::Api { .. } => self.api_ahead(key, &scratch[..n]),
                 // Read and discard, so closing with unread input does not
                 // turn into a reset that could destroy our last bytes.
                 Phase::Finishing => {}
@@ -78,24 +79,41 @@ impl Server {
         self.scratch = scratch;
     }
 
-    fn handshake_bytes(&mut self, key: usize, data: &mut [u8]) {
-        let conn = &mut self.wire.conns[key];
-        let mut held;
-        let bytes: &mut [u8] = match conn.input.take() {
+    /// Bytes of an HTTP request (a WebSocket upgrade, an API call, or a
+    /// plain GET); an incomplete request is kept in the connection's input.
+    pub(super) fn handshake_bytes(&mut self, key: usize, data: &mut [u8]) {
+        match self.wire.conns[key].input.take() {
             Some(mut input) => {
                 input.buf.extend_from_slice(data);
-                held = input.buf;
-                &mut held
+                if self.request(key, &mut input.buf)
+                    && let Some(conn) = self.wire.conns.get_mut(key)
+                {
+                    conn.input = Some(input);
+                }
             }
-            None => data,
-        };
+            None => {
+                if self.request(key, data)
+                    && let Some(conn) = self.wire.conns.get_mut(key)
+                {
+                    conn.input = Some(Box::new(Pending::holding(data.to_vec())));
+                }
+            }
+        }
+    }
+
+    /// Act on the request bytes received so far; true when they are
+    /// incomplete and must be kept.
+    fn request(&mut self, key: usize, bytes: &mut [u8]) -> bool {
         let rules = Rules {
             ws_path: &self.args.ws_path,
             allowed_origins: &self.args.allowed_origins,
             max_head: MAX_HEAD,
+            api_key: self.api_key.as_ref(),
         };
         match handshake::examine(bytes, &rules) {
-            Outcome::Partial => conn.input = Some(Box::new(Pending::holding(bytes.to_vec()))),
+            Outcome::Partial => return true,
+            Outcome::Api { head, consumed } => return self.api_request(key, head, consumed, bytes),
+            Outcome::ApiReject(err) => self.wire.refuse_api(key, &err),
             Outcome::Reject(err) => self.wire.refuse_http(key, &err),
             Outcome::Health => {
                 let failed = self.wire.store.as_ref().and_then(|s| s.failed());
@@ -113,6 +131,7 @@ impl Server {
                     .http_answer(key, handshake::http_response(200, &[], &body));
             }
             Outcome::Upgrade { upgrade, consumed } => {
+                let conn = &self.wire.conns[key];
                 let id = conn.id(key);
                 let serial = conn.serial;
                 self.feed(Input::Upgrade {
@@ -126,6 +145,7 @@ impl Server {
                 }
             }
         }
+        false
     }
 
     fn frame_bytes(&mut self, key: usize, data: &mut [u8]) {
@@ -213,7 +233,7 @@ impl Server {
                 self.wire.finish(key);
             }
             Phase::Closing => self.drop_conn(key, reason),
-            Phase::Handshake | Phase::Finishing => {}
+            Phase::Handshake | Phase::Api { .. } | Phase::Finishing => {}
         }
     }
 
@@ -235,6 +255,7 @@ impl Server {
                 },
             ),
             Phase::Open => self.idle_or_ping(key),
+            Phase::Api { .. } => self.drop_conn(key, "HTTP request deadline passed"),
             Phase::Closing | Phase::Finishing => self.drop_conn(key, "close deadline passed"),
         }
     }

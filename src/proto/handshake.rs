@@ -8,8 +8,9 @@
 //! 1. parse (httparse, 64 headers): too many headers or a head over
 //!    `max_head` → 431, malformed → 400, incomplete → [`Outcome::Partial`];
 //! 2. HTTP version other than 1.1 → 400;
-//! 3. route on the path (target up to `?`, must start with `/`): `/healthz`,
-//!    `/metrics` (GET only, else 405), the ws path, anything else → 404;
+//! 3. route on the path (target up to `?`, must start with `/`): `/api/…`
+//!    when the HTTP API is on (see [`http`]), `/healthz`, `/metrics` (GET
+//!    only, else 405), the ws path, anything else → 404;
 //! 4. ws route, method other than GET → 405;
 //! 5. smuggling guards: a body, duplicate key headers or no `Host` → 400;
 //! 6. no `Upgrade: websocket` + `Connection: upgrade` → 426;
@@ -23,6 +24,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use httparse::{Header, Request, Status};
 use sha1::{Digest as _, Sha1};
+
+use super::http::{self, ApiHead, KeyDigest};
 
 /// Header slots for httparse; more headers than this is a 431, not a 400.
 const MAX_HEADERS: usize = 64;
@@ -76,6 +79,16 @@ pub enum Outcome {
     Health,
     /// `GET /metrics`: the server answers it.
     Metrics,
+    /// A valid HTTP API request head (`POST /api/{op}`); its body follows.
+    Api {
+        /// What the head says.
+        head: ApiHead,
+        /// Length of the head; the body starts after it.
+        consumed: usize,
+    },
+    /// An HTTP API request refused from its head: answer with
+    /// [`http::error_response`] and close.
+    ApiReject(HttpError),
     /// Answer with this error and close.
     Reject(HttpError),
 }
@@ -88,6 +101,9 @@ pub struct Rules<'a> {
     pub allowed_origins: &'a [String],
     /// Largest request head accepted, in bytes.
     pub max_head: usize,
+    /// The HTTP API key's digest, when the API is on (`/api/` is 404
+    /// otherwise).
+    pub api_key: Option<&'a KeyDigest>,
 }
 
 const fn err(status: u16, reason: &'static str) -> HttpError {
@@ -127,6 +143,14 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
     // Origin-form only: absolute-form and `*` have no business here.
     if !path.starts_with('/') {
         return Err(err(400, "bad request target"));
+    }
+    if let Some(key) = rules.api_key
+        && path.starts_with("/api/")
+    {
+        return Ok(match http::api_head(req, path, key) {
+            Ok(head) => Outcome::Api { head, consumed },
+            Err(e) => Outcome::ApiReject(e),
+        });
     }
     let is_get = method == "GET";
     let plain = match path {
@@ -214,7 +238,10 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
 }
 
 /// Values of every header called `name` (lowercase), in order.
-fn values<'h, 'b>(hs: &'h [Header<'b>], name: &'static str) -> impl Iterator<Item = &'b [u8]> + 'h {
+pub(super) fn values<'h, 'b>(
+    hs: &'h [Header<'b>],
+    name: &'static str,
+) -> impl Iterator<Item = &'b [u8]> + 'h {
     hs.iter()
         .filter(move |h| h.name.eq_ignore_ascii_case(name))
         .map(|h| h.value)
@@ -235,7 +262,7 @@ fn single<'b>(
 }
 
 /// Whether a comma-separated header list contains `token` (ASCII case-insensitive).
-fn has_token(list: &[u8], token: &str) -> bool {
+pub(super) fn has_token(list: &[u8], token: &str) -> bool {
     list.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
@@ -317,7 +344,7 @@ pub fn switching_protocols(accept: &str) -> Vec<u8> {
 }
 
 /// The standard reason phrase for the statuses wspush sends.
-fn reason_phrase(status: u16) -> &'static str {
+pub(super) fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
@@ -326,6 +353,10 @@ fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

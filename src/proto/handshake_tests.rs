@@ -34,6 +34,7 @@ fn run_with(buf: &[u8], ws_path: &str, origins: &[String]) -> Outcome {
         ws_path,
         allowed_origins: origins,
         max_head: 8192,
+        api_key: None,
     };
     examine(buf, &rules)
 }

@@ -1,0 +1,113 @@
+//! The HTTP API's side of the loop: a request's body is read in the
+//! handshake phase (under the handshake deadline), handed to the hub as a
+//! job with [`Origin::Http`], and its reply answered once the turn's log
+//! records are synced — the same promise control replies keep. Keep-alive
+//! connections then wait for their next request; pipelined requests are
+//! examined one at a time, the next one in the turn after the answer.
+
+use log::debug;
+
+use super::Again;
+use super::conn::{Input as Pending, Phase};
+use super::event_loop::Server;
+use crate::hub::{Input, Origin};
+use crate::proto::control::not_durable;
+use crate::proto::http::{self, ApiHead, MAX_BODY};
+
+/// Largest number of bytes an HTTP connection may send ahead (pipelined
+/// requests) while its current request is with the hub.
+const MAX_AHEAD: usize = super::ws_conn::MAX_HEAD + MAX_BODY;
+
+impl Server {
+    /// A valid API head of `consumed` bytes at the start of `bytes`.
+    /// Returns true while the body is incomplete: keep `bytes` and read on.
+    pub(super) fn api_request(
+        &mut self,
+        key: usize,
+        head: ApiHead,
+        consumed: usize,
+        bytes: &[u8],
+    ) -> bool {
+        let end = consumed + head.length;
+        if bytes.len() < end {
+            // Sent once: the first time the head is complete, no body yet.
+            if head.expect_continue && bytes.len() == consumed {
+                self.wire.queue(key, http::CONTINUE.into());
+            }
+            return true;
+        }
+        let conn = &mut self.wire.conns[key];
+        let id = conn.id(key);
+        conn.phase = Phase::Api {
+            keep_alive: head.keep_alive,
+        };
+        if end < bytes.len() {
+            conn.input = Some(Box::new(Pending::holding(bytes[end..].to_vec())));
+        }
+        debug!("conn {}: API {}", conn.serial, head.op);
+        let origin = Origin::Http(id);
+        match http::control_line(&head.op, &bytes[consumed..end]) {
+            Ok(line) => self.feed(Input::Request {
+                origin,
+                line: &line,
+            }),
+            Err(reason) => {
+                let line = http::error_body(reason);
+                crate::hub::Out::reply(&mut self.wire, origin, line, false);
+            }
+        }
+        false
+    }
+
+    /// Bytes from a client whose request is with the hub: kept for later,
+    /// within [`MAX_AHEAD`].
+    pub(super) fn api_ahead(&mut self, key: usize, data: &[u8]) {
+        let conn = &mut self.wire.conns[key];
+        let input = conn.input.get_or_insert_with(Box::default);
+        if input.buf.len() + data.len() > MAX_AHEAD {
+            return self.drop_conn(key, "too much sent ahead of an HTTP answer");
+        }
+        input.buf.extend_from_slice(data);
+    }
+
+    /// Answer this turn's HTTP API replies (after the log sync, before the
+    /// turn's writes): a reply whose records did not reach the disk says so.
+    pub(super) fn release_http(&mut self) {
+        if self.wire.http_held.is_empty() {
+            return;
+        }
+        let (durable, failure) = match &self.wire.store {
+            Some(store) => (store.durable(), store.failed()),
+            None => (u64::MAX, None),
+        };
+        let failure = failure.unwrap_or("records not written").to_string();
+        for held in std::mem::take(&mut self.wire.http_held) {
+            let key = held.conn.key as usize;
+            let Some(conn) = self.wire.conn(held.conn) else {
+                continue;
+            };
+            let Phase::Api { keep_alive } = conn.phase else {
+                continue;
+            };
+            let line = match held.needs {
+                Some(needs) if needs > durable => not_durable(&held.line, &failure),
+                _ => held.line,
+            };
+            let keep = keep_alive && !self.shutting_down;
+            let response = http::response(http::status_of(&line), keep, &[], &line);
+            self.wire.queue(key, response.into());
+            if !keep {
+                self.wire.finish(key);
+                continue;
+            }
+            let conn = &mut self.wire.conns[key];
+            conn.phase = Phase::Handshake;
+            if conn.input.is_some() {
+                let serial = conn.serial;
+                self.again.push(Again::Http { key, serial });
+            }
+            let deadline = self.wire.now + self.args.handshake_timeout * 1000;
+            self.wire.arm(key, deadline);
+        }
+    }
+}
