@@ -3,3 +3,4 @@
 pub mod control;
 pub mod frame;
 pub mod handshake;
+pub mod jwt;
