@@ -48,7 +48,7 @@ pub mod wheel;
 
 pub use io::event_loop as server;
 pub use io::{outbox, store};
-pub use proto::{control, frame, handshake};
+pub use proto::{control, frame, handshake, jwt};
 
 use std::io::Write;
 

@@ -4,3 +4,4 @@ pub mod control;
 pub mod frame;
 pub mod handshake;
 pub mod http;
+pub mod jwt;
