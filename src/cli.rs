@@ -211,6 +211,14 @@ pub struct ServeArgs {
     /// (sent as `Authorization: Bearer KEY`; at least 16 bytes; surrounding whitespace ignored).
     #[arg(long, env = "WSPUSH_API_KEY_FILE", value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Also admit HS256 JWTs as URL tokens (`sub` = user, `exp` closes the connection with 4402),
+    /// verified with the secret in FILE (at least 32 bytes).
+    #[arg(long, env = "WSPUSH_JWT_SECRET_FILE", value_name = "FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// How a refused token is told: `close` (upgrade, then close 4401 "never retry" or 4402
+    /// "expired: get a new token") or `http` (HTTP 401, which page scripts cannot see).
+    #[arg(long, env = "WSPUSH_TOKEN_REJECTION", default_value = "close", value_parser = ["close", "http"])]
+    pub token_rejection: String,
     /// Close connections that sent nothing for this many seconds (code 4001).
     #[arg(long, env = "WSPUSH_IDLE_TIMEOUT", default_value_t = 605)]
     pub idle_timeout: u64,

@@ -505,9 +505,8 @@ fn cli_token_grant_and_revoke() {
     let mut ws = s.ws_connect("clitok");
     let r = stdout_json(&s.cli(&["token", "revoke", "--control", &c, "clitok"]));
     assert_eq!(r, json!({"ok":true,"closed":1}));
-    assert_eq!(expect_close(&mut ws), 1008);
-    let resp = s.http(upgrade_request("/push/clitok", &[], &[]).as_bytes());
-    assert_eq!(resp.status, 401);
+    assert_eq!(expect_close(&mut ws), 4401);
+    assert_eq!(s.raw_ws("/push/clitok").expect_close(), 4401);
 }
 
 #[test]

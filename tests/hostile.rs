@@ -26,6 +26,9 @@ enum Bad {
     Http(Vec<u8>, u16),
     /// Raw bytes after a good upgrade → a close frame with this code.
     Frames(Vec<u8>, u16),
+    /// An upgrade to this path is accepted, then closed with this code (a
+    /// refused token).
+    Refused(String, u16),
     /// One control line (newline added) → `ok:false` with an error containing this.
     Control(Vec<u8>, &'static str),
     /// Anything that needs more than one exchange.
@@ -210,12 +213,16 @@ fn catalogue() -> Vec<(&'static str, Bad)> {
             ),
         ),
         ("no Host", Http(upgrade_with(&["Host"], &[]), 400)),
-        ("empty token", Http(upgrade("/push/"), 401)),
-        ("no token", Http(upgrade("/push"), 401)),
-        ("4000-byte token", Http(upgrade(&long_token), 401)),
-        ("percent-encoded token", Http(upgrade("/push/tok%31"), 401)),
-        ("token with /..", Http(upgrade("/push/../push/tok1"), 401)),
-        ("token then /..", Http(upgrade("/push/tok1/.."), 401)),
+        ("empty token", Refused("/push/".into(), 4401)),
+        ("no token", Refused("/push".into(), 4401)),
+        ("4000-byte token", Refused(long_token.clone(), 4401)),
+        (
+            "percent-encoded token",
+            Refused("/push/tok%31".into(), 4401),
+        ),
+        ("token with /..", Refused("/push/../push/tok1".into(), 4401)),
+        ("token then /..", Refused("/push/tok1/..".into(), 4401)),
+        ("JWT-shaped junk", Refused("/push/a.b.c".into(), 4401)),
         ("other path", Http(upgrade("/admin"), 404)),
         ("path prefix", Http(upgrade("/pushx/tok1"), 404)),
         ("bad since", Http(upgrade("/push/tok1?since=-1"), 400)),
@@ -531,6 +538,10 @@ fn the_hostile_catalogue_gets_its_answers_and_the_server_survives() {
             Bad::Http(bytes, status) => {
                 let r = s.http(bytes);
                 assert_eq!(r.status, *status, "{name}: {:?}", r.raw);
+            }
+            Bad::Refused(path, code) => {
+                let mut ws = s.raw_ws(path);
+                assert_eq!(ws.expect_close(), *code, "{name}");
             }
             Bad::Frames(bytes, code) => {
                 let mut ws = s.raw_ws("/push/tok1");

@@ -1,5 +1,5 @@
 //! Tokens: --tokens file, grant/revoke over the control socket, SIGHUP reload,
-//! 401 answers.
+//! refused tokens closed with 4401.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -16,35 +16,22 @@ fn write_tokens(dir: &tempfile::TempDir, v: serde_json::Value) -> String {
     p.to_str().unwrap().to_string()
 }
 
-fn status_for(s: &Server, token: &str) -> HttpResponse {
-    s.http(upgrade_request(&format!("/push/{token}"), &[], &[]).as_bytes())
+/// A refused token: upgraded, then closed with 4401 (never retry).
+fn assert_refused(s: &Server, token: &str) {
+    assert_eq!(s.token_outcome(token), Err(4401), "token {token}");
 }
 
-fn assert_401(s: &Server, token: &str) {
-    let r = status_for(s, token);
-    assert_eq!(r.status, 401, "token {token}: {:?}", r.raw);
-    let body = r.body.trim_end();
-    assert!(!body.is_empty(), "401 without reason: {:?}", r.raw);
-    assert_eq!(
-        body.lines().count(),
-        1,
-        "401 reason must be one line: {:?}",
-        r.body
-    );
-}
-
-/// Poll until `token` is accepted (101) or the deadline passes.
+/// Poll until `token` is accepted or the deadline passes.
 fn wait_accepted(s: &Server, token: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = status_for(s, token);
-        if r.status == 101 {
+        let r = s.token_outcome(token);
+        if r.is_ok() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "token {token} never accepted; last: {:?}",
-            r.raw
+            "token {token} never accepted; last: {r:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -53,14 +40,13 @@ fn wait_accepted(s: &Server, token: &str) {
 fn wait_refused(s: &Server, token: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = status_for(s, token);
-        if r.status == 401 {
+        let r = s.token_outcome(token);
+        if r == Err(4401) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "token {token} never refused; last: {:?}",
-            r.raw
+            "token {token} never refused; last: {r:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -79,7 +65,7 @@ fn tokens_file_is_loaded() {
     let r = s.push(&["bob"], json!("to bob"));
     assert_eq!(r["delivered"], json!(1), "{r}");
     assert_eq!(recv_json(&mut b)["content"], json!("to bob"));
-    assert_401(&s, "tok-c");
+    assert_refused(&s, "tok-c");
 }
 
 #[test]
@@ -97,15 +83,15 @@ fn tokens_file_from_env() {
 }
 
 #[test]
-fn no_tokens_means_everything_is_401() {
+fn no_tokens_means_everything_is_refused() {
     let s = Server::start(&[]);
-    assert_401(&s, "anything");
+    assert_refused(&s, "anything");
 }
 
 #[test]
 fn grant_then_connect() {
     let s = Server::start(&[]);
-    assert_401(&s, "newtok");
+    assert_refused(&s, "newtok");
     let r = s.control(json!({"op":"grant","token":"newtok","user":"nina"}));
     assert_eq!(r, json!({"ok": true}));
     let mut ws = s.ws_connect("newtok");
@@ -117,7 +103,7 @@ fn grant_then_connect() {
 }
 
 #[test]
-fn revoke_closes_live_connections_with_1008_and_refuses_new() {
+fn revoke_closes_live_connections_with_4401_and_refuses_new() {
     let s = Server::start(&[]);
     s.grant("rt", "rita");
     s.grant("other", "rita");
@@ -127,9 +113,9 @@ fn revoke_closes_live_connections_with_1008_and_refuses_new() {
     let r = s.control(json!({"op":"revoke","token":"rt"}));
     assert_eq!(r["ok"], json!(true), "{r}");
     assert_eq!(r["closed"], json!(2), "{r}");
-    assert_eq!(expect_close(&mut w1), 1008);
-    assert_eq!(expect_close(&mut w2), 1008);
-    assert_401(&s, "rt");
+    assert_eq!(expect_close(&mut w1), 4401);
+    assert_eq!(expect_close(&mut w2), 4401);
+    assert_refused(&s, "rt");
     // the same user's connection with another token is untouched
     let r = s.push(&["rita"], json!("still"));
     assert_eq!(r["delivered"], json!(1), "{r}");
@@ -145,8 +131,8 @@ fn revoke_token_from_tokens_file() {
     let mut ws = s.ws_connect("filetok");
     let r = s.control(json!({"op":"revoke","token":"filetok"}));
     assert_eq!(r["closed"], json!(1), "{r}");
-    assert_eq!(expect_close(&mut ws), 1008);
-    assert_401(&s, "filetok");
+    assert_eq!(expect_close(&mut ws), 4401);
+    assert_refused(&s, "filetok");
 }
 
 #[test]
@@ -156,7 +142,7 @@ fn revoke_without_connections_closes_zero() {
     let r = s.control(json!({"op":"revoke","token":"idle"}));
     assert_eq!(r["ok"], json!(true), "{r}");
     assert_eq!(r["closed"], json!(0), "{r}");
-    assert_401(&s, "idle");
+    assert_refused(&s, "idle");
 }
 
 #[test]
@@ -164,7 +150,7 @@ fn regrant_after_revoke_works() {
     let s = Server::start(&[]);
     s.grant("t", "u");
     s.control(json!({"op":"revoke","token":"t"}));
-    assert_401(&s, "t");
+    assert_refused(&s, "t");
     s.grant("t", "v");
     let mut ws = s.ws_connect("t");
     let r = s.push(&["v"], json!("regranted"));
@@ -180,7 +166,7 @@ fn sighup_reloads_tokens_file() {
     let s = Server::start_in(dir, &["--tokens", &p]);
     let mut keep = s.ws_connect("keep");
     let mut gone = s.ws_connect("gone");
-    assert_401(&s, "added");
+    assert_refused(&s, "added");
 
     let tmp = path.with_extension("tmp");
     std::fs::write(
@@ -191,10 +177,10 @@ fn sighup_reloads_tokens_file() {
     std::fs::rename(&tmp, &path).unwrap();
     s.sighup();
 
-    // removed token: live connection closed with 1008, new connects 401
-    assert_eq!(expect_close(&mut gone), 1008);
+    // removed token: live connection closed with 4401, new connects too
+    assert_eq!(expect_close(&mut gone), 4401);
     wait_accepted(&s, "added");
-    assert_401(&s, "gone");
+    assert_refused(&s, "gone");
 
     // the kept token's connection is still alive and new connects work
     let r = s.push(&["alice"], json!("after reload"));
@@ -235,5 +221,5 @@ fn revoke_is_immediate_for_new_connects() {
     wait_accepted(&s, "x");
     s.control(json!({"op":"revoke","token":"x"}));
     wait_refused(&s, "x");
-    assert_401(&s, "x");
+    assert_refused(&s, "x");
 }

@@ -15,6 +15,36 @@ fn server_with_token() -> Server {
     s
 }
 
+/// With `--token-rejection http`: bad tokens get HTTP 401, as before the
+/// close codes.
+fn server_with_token_http() -> Server {
+    let s = Server::start(&["--token-rejection", "http"]);
+    s.grant("tok1", "alice");
+    s
+}
+
+#[test]
+fn a_bad_token_is_upgraded_then_closed_with_4401_and_its_reason() {
+    let s = server_with_token();
+    for (path, reason) in [
+        ("/push/nosuchtoken", "unknown or revoked token"),
+        ("/push/", "missing token"),
+        ("/push", "missing token"),
+    ] {
+        let mut ws = s.raw_ws(path);
+        let close = ws.expect_close_frame();
+        assert_eq!(close.close_code(), Some(4401), "{path}");
+        assert_eq!(&close.payload[2..], reason.as_bytes(), "{path}");
+    }
+    let stats = s.stats();
+    assert_eq!(stats["token_refusals"], json!(3), "{stats}");
+    assert_eq!(stats["upgrades"], json!(0), "{stats}");
+    assert_eq!(stats["connections"], json!(0), "{stats}");
+    // The good token still works.
+    let mut ws = s.ws_connect("tok1");
+    sync(&mut ws);
+}
+
 #[test]
 fn healthz_is_200_plain_text() {
     let s = Server::start(&[]);
@@ -72,7 +102,7 @@ fn tungstenite_client_connects() {
 
 #[test]
 fn unknown_token_is_401_with_one_line_reason() {
-    let s = server_with_token();
+    let s = server_with_token_http();
     let r = s.http(upgrade_request("/push/nosuchtoken", &[], &[]).as_bytes());
     assert_eq!(r.status, 401, "{:?}", r.raw);
     let body = r.body.trim_end();
@@ -87,7 +117,7 @@ fn unknown_token_is_401_with_one_line_reason() {
 
 #[test]
 fn missing_token_is_401() {
-    let s = server_with_token();
+    let s = server_with_token_http();
     let r = s.http(upgrade_request("/push/", &[], &[]).as_bytes());
     assert_eq!(r.status, 401, "{:?}", r.raw);
     assert!(
@@ -99,7 +129,7 @@ fn missing_token_is_401() {
 
 #[test]
 fn bare_ws_path_without_token_is_401() {
-    let s = server_with_token();
+    let s = server_with_token_http();
     let r = s.http(upgrade_request("/push", &[], &[]).as_bytes());
     assert_eq!(r.status, 401, "{:?}", r.raw);
 }
@@ -450,7 +480,7 @@ fn error_answers_close_the_connection() {
     // After a 4xx answer the server closes the TCP connection.
     let s = server_with_token();
     for req in [
-        upgrade_request("/push/unknown", &[], &[]),
+        upgrade_request("/push/tok1", &["Sec-WebSocket-Version"], &[]),
         upgrade_request("/elsewhere", &[], &[]),
         "GET /push/tok1 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
     ] {

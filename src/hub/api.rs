@@ -216,4 +216,9 @@ pub struct Config {
     pub started_unix_ms: u64,
     /// Prefix of message ids (`{prefix}-{seq}`).
     pub id_prefix: String,
+    /// The HS256 key JWTs are verified with (`--jwt-secret-file`).
+    pub jwt: Option<crate::proto::jwt::Key>,
+    /// Refuse bad tokens with HTTP 401 instead of a close code after the
+    /// upgrade (`--token-rejection http`).
+    pub token_http: bool,
 }

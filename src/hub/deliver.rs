@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::journal::LogRecord;
 use super::mailbox::{Record, Status};
 use super::session::Session;
-use super::tokens::{self, TokenTag};
+use super::tokens;
 use super::{ConnId, FrameRef, Hub, Out, key_of};
 use crate::proto::control::Message;
 use crate::proto::frame::{self, OpCode};
@@ -48,14 +48,6 @@ pub struct Delivered {
     pub queued: usize,
 }
 
-/// Why an upgrade was refused.
-enum Refusal {
-    /// 401: the token is missing, unknown or revoked.
-    Token(&'static str),
-    /// 503: `--max-connections` open already.
-    Full,
-}
-
 impl Hub {
     /// A connection sent a valid upgrade request.
     pub(super) fn upgrade(
@@ -65,17 +57,11 @@ impl Hub {
         serial: u64,
         out: &mut impl Out,
     ) {
-        let (user, token) = match self.admit(&request) {
-            Ok(found) => found,
-            Err(Refusal::Token(reason)) => {
-                debug!(
-                    "conn {serial}: 401 {reason} (token {})",
-                    tokens::fingerprint(&request.token)
-                );
-                return out.refuse(conn, 401, reason);
-            }
-            Err(Refusal::Full) => return out.refuse(conn, 503, "server full"),
+        let admitted = match self.admit(&request) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.refuse(conn, &request, serial, refusal, out),
         };
+        let user = admitted.user;
         let cap = self.config.max_conns_per_user;
         if cap > 0 {
             while let Some(index) = self.users.find(&user) {
@@ -96,21 +82,16 @@ impl Hub {
         let device = request.device.or(request.user_agent);
         let serial = NonZeroU64::new(serial).expect("connection serials start at 1");
         let device = device.map(String::into_boxed_str);
-        let session = Session::new(serial, token, self.now, device);
+        let session = Session::new(serial, admitted.tag, self.now, device);
         self.sessions.insert(conn, session);
+        if let Some(claims) = admitted.signed {
+            self.track_signed(conn, claims);
+        }
         self.users.join(user.clone(), conn, &mut self.sessions);
         self.stats.upgrades += 1;
         out.open(conn, &request.accept);
         self.mailbox_on_connect(conn, &user, request.since, out);
         self.presence(conn, true, out);
-    }
-
-    fn admit(&self, request: &Upgrade) -> Result<(Rc<str>, TokenTag), Refusal> {
-        let found = self.tokens.lookup(&request.token).map_err(Refusal::Token)?;
-        if self.sessions.len() >= self.config.max_connections {
-            return Err(Refusal::Full);
-        }
-        Ok(found)
     }
 
     /// A user just connected: what the mailbox holds for it goes first.

@@ -19,7 +19,8 @@
 //! Files: `api` (inputs, effects, settings), [`session`] (connections and users), [`topics`], `deliver` (the
 //! envelope, seqs, fan-out), [`mailbox`], `schedule` (delayed and periodic
 //! jobs), `ops` (control requests and queries), `events` (listener lines),
-//! [`journal`] (log records, replay, snapshot), [`tokens`].
+//! [`journal`] (log records, replay, snapshot), [`tokens`], [`auth`] (admission:
+//! granted tokens and JWTs, refusals told by close code).
 
 use log::debug;
 
@@ -27,6 +28,7 @@ use crate::proto::control;
 use crate::wheel::Wheel;
 
 mod api;
+pub mod auth;
 mod deliver;
 mod events;
 pub mod journal;
@@ -73,6 +75,8 @@ pub struct Stats {
     pub messages_out: u64,
     /// Connections closed by `kick`.
     pub kicked: u64,
+    /// Upgrades whose token was refused (closed with 4401/4402, or 401).
+    pub token_refusals: u64,
 }
 
 /// The seq counter and its reservation in the data log.
@@ -93,6 +97,8 @@ enum Deadline {
     Mailbox,
     /// Scheduled job `key` is due, valid while its generation matches.
     Job { key: u32, generation: u32 },
+    /// The JWT of connection `key` expires (while its generation matches).
+    Expiry { key: u32, generation: u32 },
 }
 
 /// All routing state.
@@ -103,6 +109,8 @@ pub struct Hub {
     now: u64,
     /// Who may connect as whom.
     tokens: Tokens,
+    /// Connections admitted by a JWT: their claims and expiry.
+    signed: auth::Signed,
     /// Open connections, by slot.
     sessions: Sessions,
     /// Online users and their connection lists.
@@ -142,6 +150,7 @@ impl Hub {
             config,
             now: 0,
             tokens,
+            signed: auth::Signed::default(),
             sessions,
             users: Users::default(),
             topics: Topics::default(),
@@ -236,6 +245,9 @@ impl Hub {
                 // Jobs stay in the log and run after the restart.
                 Deadline::Job { .. } if self.shutting_down => {}
                 Deadline::Job { key, generation } => self.run_job(key as usize, generation, out),
+                Deadline::Expiry { key, generation } => {
+                    self.expire_signed(ConnId { key, generation }, out)
+                }
             }
         }
     }
@@ -356,6 +368,7 @@ impl Hub {
     /// listeners.
     fn forget(&mut self, conn: ConnId, out: &mut impl Out) -> Option<Session> {
         self.sessions.get(conn)?;
+        self.untrack_signed(conn);
         self.presence(conn, false, out);
         self.topics.leave_all(conn, &mut self.sessions);
         self.users.leave(conn, &mut self.sessions);

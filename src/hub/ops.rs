@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::journal::LogRecord;
 use super::mailbox::Status;
 use super::topics::{MAX_TOPIC, valid_topic};
-use super::{ConnId, Hub, Origin, Out, Transport};
+use super::{ConnId, Hub, Origin, Out, Transport, auth};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
@@ -145,7 +145,7 @@ impl Hub {
             .map(|(id, _)| id)
             .collect();
         for &conn in &doomed {
-            self.close(conn, 1008, "token revoked", out);
+            self.close(conn, auth::CLOSE_REJECTED, "token revoked", out);
         }
         doomed.len()
     }
@@ -287,6 +287,12 @@ impl Hub {
                 t.slow_consumers,
             ),
             row("kicked", "kicked_total", "counter", s.kicked),
+            row(
+                "token_refusals",
+                "token_refusals_total",
+                "counter",
+                s.token_refusals,
+            ),
             row(
                 "mailbox",
                 "mailbox_held",

@@ -41,7 +41,7 @@ use super::{
     Again, CONN_BASE, CONTROL, CTRL_BASE, LISTENER, SIGNALS, Source, Timer, heap, setup, source,
 };
 use crate::cli::ServeArgs;
-use crate::hub::{self, Hub, Input, tokens::Tokens};
+use crate::hub::{Hub, Input, tokens::Tokens};
 use crate::proto::frame::{self, OpCode};
 use crate::proto::{handshake, http};
 use crate::wheel::Wheel;
@@ -156,21 +156,7 @@ impl Server {
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
             tokens.len()
         );
-        let config = hub::Config {
-            max_connections,
-            max_conns_per_user: args.max_conns_per_user,
-            max_topics: args.max_topics,
-            max_jobs: args.max_jobs,
-            mailbox: args.mailbox,
-            mailbox_ttl: args.mailbox_ttl,
-            mailbox_bytes: args.mailbox_bytes,
-            data_log: args.data_dir.is_some(),
-            started_unix_ms,
-            id_prefix: format!(
-                "{:04x}",
-                (started_unix_ms ^ u64::from(std::process::id())) & 0xffff
-            ),
-        };
+        let config = setup::hub_config(&args, max_connections, started_unix_ms)?;
         let wire = Wire {
             conns: Slab::new(),
             ctrls: Slab::new(),

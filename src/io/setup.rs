@@ -10,6 +10,8 @@ use std::path::Path;
 use log::{info, warn};
 use mio::net::{TcpListener, UnixListener};
 
+use crate::cli::ServeArgs;
+use crate::hub;
 use crate::proto::http;
 
 /// Pending connections the kernel may hold for the listener.
@@ -122,4 +124,42 @@ pub fn api_key(path: &Path) -> Result<http::KeyDigest, String> {
     }
     info!("HTTP API on (key from {})", path.display());
     Ok(http::digest(key))
+}
+
+/// Read the JWT secret (`--jwt-secret-file`): the file's bytes, one
+/// trailing newline dropped.
+pub fn jwt_key(path: &Path) -> Result<crate::proto::jwt::Key, String> {
+    let secret = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key =
+        crate::proto::jwt::Key::new(&secret).map_err(|e| format!("{}: {e}", path.display()))?;
+    info!(
+        "JWT tokens accepted (HS256, secret from {})",
+        path.display()
+    );
+    Ok(key)
+}
+
+/// The hub's settings from the command line.
+pub fn hub_config(
+    args: &ServeArgs,
+    max_connections: usize,
+    started_unix_ms: u64,
+) -> Result<hub::Config, String> {
+    Ok(hub::Config {
+        max_connections,
+        max_conns_per_user: args.max_conns_per_user,
+        max_topics: args.max_topics,
+        max_jobs: args.max_jobs,
+        mailbox: args.mailbox,
+        mailbox_ttl: args.mailbox_ttl,
+        mailbox_bytes: args.mailbox_bytes,
+        data_log: args.data_dir.is_some(),
+        started_unix_ms,
+        id_prefix: format!(
+            "{:04x}",
+            (started_unix_ms ^ u64::from(std::process::id())) & 0xffff
+        ),
+        jwt: args.jwt_secret_file.as_deref().map(jwt_key).transpose()?,
+        token_http: args.token_rejection == "http",
+    })
 }

@@ -267,6 +267,34 @@ impl Server {
         }
     }
 
+    /// How an upgrade with `token` ends: `Ok` when the connection is open
+    /// (it answers a ping with a pong), `Err(code)` when the token is
+    /// refused after the upgrade (the close code), `Err(status)` when the
+    /// upgrade itself is refused.
+    pub fn token_outcome(&self, token: &str) -> Result<(), u16> {
+        let mut stream = TcpStream::connect(self.addr).expect("tcp connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut req = upgrade_request(&format!("/push/{token}"), &[], &[]).into_bytes();
+        req.extend_from_slice(&client_frame(true, OP_PING, b"p"));
+        stream.write_all(&req).expect("write upgrade request");
+        let mut buf = Vec::new();
+        let response = read_http_response(&mut stream, &mut buf);
+        if response.status != 101 {
+            return Err(response.status);
+        }
+        let mut raw = RawWs {
+            stream,
+            buf,
+            response,
+        };
+        let frame = raw.read_frame();
+        match frame.opcode {
+            OP_PONG => Ok(()),
+            OP_CLOSE => Err(frame.close_code().expect("a close code")),
+            other => panic!("unexpected frame {other} after the upgrade"),
+        }
+    }
+
     /// Raw websocket connection (hand-made frames) to `path`; asserts 101.
     pub fn raw_ws(&self, path: &str) -> RawWs {
         RawWs::connect(self.addr, path, &[])

@@ -54,7 +54,7 @@ fn delayed_and_periodic_jobs_run_on_virtual_time_and_cancel() {
 }
 
 #[test]
-fn revoke_kick_and_the_per_user_cap_close_with_1008() {
+fn kick_and_the_per_user_cap_close_with_1008_revoke_with_4401() {
     let mut h = hub_with(
         Config {
             max_conns_per_user: 2,
@@ -78,13 +78,15 @@ fn revoke_kick_and_the_per_user_cap_close_with_1008() {
     let b = connect(&mut h, &mut out, 4, "b", None);
     let reply = request(&mut h, &mut out, 0, json!({"op": "revoke", "token": "t-b"}));
     assert_eq!(reply["closed"], 1);
-    assert_eq!(out.closed[2], (b, 1008));
-    connect(&mut h, &mut out, 5, "b", None);
+    assert_eq!(out.closed[2], (b, 4401), "revoked: never retry this token");
+    let again = connect(&mut h, &mut out, 5, "b", None);
     assert_eq!(
-        out.refused.last().map(|r| r.1),
-        Some(401),
-        "a revoked token is refused"
+        out.closed.last(),
+        Some(&(again, 4401)),
+        "a revoked token is upgraded, then closed with 4401"
     );
+    assert!(out.refused.is_empty(), "no HTTP answer by default");
+    assert!(!h.is_open(again));
     assert_eq!(
         push(&mut h, &mut out, json!({"content": 1}))["delivered"],
         1

@@ -9,6 +9,7 @@ use super::*;
 
 mod delivery;
 mod lifecycle;
+mod signed;
 use crate::proto::frame;
 use crate::proto::handshake::Upgrade;
 
@@ -119,6 +120,8 @@ pub(super) fn config() -> Config {
         data_log: false,
         started_unix_ms: T0,
         id_prefix: "test".into(),
+        jwt: None,
+        token_http: false,
     }
 }
 
@@ -135,7 +138,7 @@ pub(super) fn hub(users: &[&str]) -> Hub {
     hub_with(config(), users)
 }
 
-fn upgrade(token: &str, since: Option<u64>) -> Upgrade {
+pub(super) fn upgrade(token: &str, since: Option<u64>) -> Upgrade {
     Upgrade {
         token: token.into(),
         accept: "x".into(),
