@@ -170,6 +170,8 @@ impl Fanout {
             data_log: false,
             started_unix_ms: 1_763_768_000_123,
             id_prefix: "7f3a".into(),
+            jwt: None,
+            token_http: false,
         };
         let mut hub = Hub::new(config, tokens);
         let mut mem = Mem {
