@@ -9,6 +9,7 @@ use super::*;
 
 mod delivery;
 mod lifecycle;
+mod tokens;
 use crate::proto::frame;
 use crate::proto::handshake::Upgrade;
 
@@ -112,6 +113,7 @@ pub(super) fn config() -> Config {
         max_connections: 100,
         max_conns_per_user: 0,
         max_topics: 2,
+        topics_default_all: true,
         max_jobs: 10,
         mailbox: 0,
         mailbox_ttl: 60,
