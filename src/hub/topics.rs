@@ -40,7 +40,8 @@ pub fn allowed(patterns: Option<&[Box<str>]>, topic: &str, default_all: bool) ->
 /// The rule for a pattern: a valid topic name in which `*` may only be the
 /// last character.
 pub fn valid_pattern(pattern: &str) -> bool {
-    valid_topic(pattern) && !pattern[..pattern.len() - 1].contains('*')
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    valid_topic(pattern) && !body.contains('*')
 }
 
 /// Check the `topics` list of a `grant` and keep it compactly.
@@ -229,6 +230,7 @@ mod tests {
         assert!(valid_pattern("*") && valid_pattern("a/*") && valid_pattern("a"));
         assert!(!valid_pattern("") && !valid_pattern("a*b") && !valid_pattern("**"));
         assert!(!valid_pattern(&"x".repeat(MAX_TOPIC + 1)));
+        assert!(valid_pattern("é") && valid_pattern("dév/*") && !valid_pattern("é*é"));
         assert!(patterns(vec!["a".into(), "b/*".into()]).is_ok());
         assert!(patterns(vec!["a*/b".into()]).is_err());
         assert!(patterns(vec!["t".into(); MAX_PATTERNS + 1]).is_err());
