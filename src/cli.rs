@@ -162,7 +162,7 @@ pub enum TokenCommand {
         user: String,
         /// A topic its connections may subscribe to: an exact name or a prefix ending in `*`;
         /// repeatable. None: the server's --topics-default.
-        #[arg(long = "topic", short = 't')]
+        #[arg(long = "topic", short = 't', value_name = "PATTERN")]
         topics: Vec<String>,
         #[command(flatten)]
         #[allow(missing_docs)]

@@ -413,3 +413,35 @@ fn topics_default_none_from_the_environment() {
         json!(true)
     );
 }
+
+#[test]
+fn token_grant_cli_takes_topic_patterns() {
+    let s = Server::start(&[]);
+    let control = s.control_path.to_str().unwrap();
+    let out = s.cli(&[
+        "token",
+        "grant",
+        "--topic",
+        "dev/*",
+        "-t",
+        "news",
+        "cli-tok",
+        "cleo",
+        "--control",
+        control,
+    ]);
+    assert_eq!(stdout_json(&out), json!({"ok": true}));
+    let list = s.control(json!({"op":"tokens"}));
+    assert_eq!(
+        list["tokens"][0]["topics"],
+        json!(["dev/*", "news"]),
+        "{list}"
+    );
+    let mut ws = s.ws_connect("cli-tok");
+    assert_eq!(
+        topic_command(&mut ws, "subscribe", "dev/1")["ok"],
+        json!(true)
+    );
+    let r = topic_command(&mut ws, "subscribe", "other");
+    assert_eq!(r["error"], json!("topic not allowed"), "{r}");
+}
