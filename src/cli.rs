@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default control socket path, shared by `serve` and the client subcommands.
 pub const DEFAULT_CONTROL: &str = "./wspush.sock";
@@ -45,7 +45,7 @@ pub enum Command {
     Clients(ClientsArgs),
     /// Print server counters (connections, users, messages, bytes, evictions).
     Stats(ControlArg),
-    /// Grant or revoke client tokens.
+    /// Grant, revoke or list client tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Close the connections of a user, or one connection, with close code 1008.
@@ -154,12 +154,16 @@ pub struct ClientsArgs {
 /// `wspush token ...`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Allow TOKEN to connect as USER (`/push/TOKEN`).
+    /// Allow TOKEN to connect as USER (`/push/TOKEN`); durable with the server's --data-dir.
     Grant {
         /// The secret a client puts in its URL.
         token: String,
         /// The user it authenticates as.
         user: String,
+        /// A topic its connections may subscribe to: an exact name or a prefix ending in `*`;
+        /// repeatable. None: the server's --topics-default.
+        #[arg(long = "topic", short = 't', value_name = "PATTERN")]
+        topics: Vec<String>,
         #[command(flatten)]
         #[allow(missing_docs)]
         control: ControlArg,
@@ -172,6 +176,28 @@ pub enum TokenCommand {
         #[allow(missing_docs)]
         control: ControlArg,
     },
+    /// List the known tokens by fingerprint (never in full): user, topics, grant time, source.
+    List {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        control: ControlArg,
+    },
+}
+
+/// `--topics-default`: what a token without a topic list may subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopicsDefault {
+    /// Every topic.
+    All,
+    /// No topic.
+    None,
+}
+
+impl TopicsDefault {
+    /// Whether tokens without a list may follow every topic.
+    pub fn allows_all(self) -> bool {
+        self == TopicsDefault::All
+    }
 }
 
 /// `wspush kick`.
@@ -264,6 +290,9 @@ pub struct ServeArgs {
     /// Topics one connection may subscribe to.
     #[arg(long, env = "WSPUSH_MAX_TOPICS", default_value_t = 64)]
     pub max_topics: usize,
+    /// Topics a token without a topic list (every --tokens file token, a grant without one) may subscribe to.
+    #[arg(long, env = "WSPUSH_TOPICS_DEFAULT", value_enum, default_value_t = TopicsDefault::All)]
+    pub topics_default: TopicsDefault,
     /// Delayed and periodic pushes pending at once.
     #[arg(long, env = "WSPUSH_MAX_JOBS", default_value_t = 10_000)]
     pub max_jobs: usize,

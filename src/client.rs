@@ -1,5 +1,5 @@
 //! The control-socket client behind `wspush send`, `clients`, `stats`,
-//! `token grant|revoke` and `kick`: one request line, one reply line,
+//! `token grant|revoke|list` and `kick`: one request line, one reply line,
 //! printed to stdout. An `"ok":false` reply becomes an error (exit 1).
 
 use std::io::{BufRead, BufReader, Write};
@@ -43,13 +43,20 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Token(TokenCommand::Grant {
             token,
             user,
+            topics,
             control,
-        }) => (
-            control.control,
-            json!({ "op": "grant", "token": token, "user": user }),
-        ),
+        }) => {
+            let mut req = json!({ "op": "grant", "token": token, "user": user });
+            if !topics.is_empty() {
+                req["topics"] = json!(topics);
+            }
+            (control.control, req)
+        }
         Command::Token(TokenCommand::Revoke { token, control }) => {
             (control.control, json!({ "op": "revoke", "token": token }))
+        }
+        Command::Token(TokenCommand::List { control }) => {
+            (control.control, json!({ "op": "tokens" }))
         }
         Command::Kick(a) => (
             a.control.control,

@@ -18,8 +18,9 @@ fn start(data: &Path, extra: &[&str]) -> Server {
     let mut args: Vec<&str> = vec!["--data-dir", &d];
     args.extend_from_slice(extra);
     let s = Server::start(&args);
-    // tokens granted over the control socket are not part of the contract's
-    // durable state: grant again after every start
+    // grants are durable too (tests/tokens.rs); granting again after every
+    // start replaces them with the same grant and keeps these tests about
+    // messages independent of that
     s.grant("ta", "alice");
     s.grant("tb", "bob");
     s

@@ -223,3 +223,211 @@ fn revoke_is_immediate_for_new_connects() {
     wait_refused(&s, "x");
     assert_refused(&s, "x");
 }
+
+// ---------------------------------------------------------------------------
+// Durable grants (--data-dir) and topic permissions
+// ---------------------------------------------------------------------------
+
+/// `wspush serve --data-dir DATA EXTRA...` in a fresh control directory.
+fn start_durable(data: &std::path::Path, extra: &[&str]) -> Server {
+    let d = data.to_str().unwrap().to_string();
+    let mut args: Vec<&str> = vec!["--data-dir", &d];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn kill9(s: &mut Server) {
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(5));
+}
+
+fn term(s: &mut Server) {
+    s.sigterm();
+    let st = s.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "SIGTERM exit status {st:?}");
+}
+
+/// Send a topic command on `ws` and return the server's answer.
+fn topic_command(ws: &mut Ws, op: &str, topic: &str) -> serde_json::Value {
+    let text = json!({"op": op, "topic": topic}).to_string();
+    ws.send(tungstenite::Message::text(text)).expect("send");
+    recv_json(ws)
+}
+
+#[test]
+fn a_granted_token_survives_a_restart() {
+    let data = tempdir();
+    let mut s1 = start_durable(data.path(), &[]);
+    s1.grant("durable-tok", "dora");
+    term(&mut s1);
+    let s2 = start_durable(data.path(), &[]);
+    let mut ws = s2.ws_connect("durable-tok");
+    let r = s2.push(&["dora"], json!("back"));
+    assert_eq!(r["delivered"], json!(1), "{r}");
+    assert_eq!(recv_json(&mut ws)["content"], json!("back"));
+}
+
+#[test]
+fn a_grant_acknowledged_survives_sigkill_right_after_the_reply() {
+    let data = tempdir();
+    let mut s1 = start_durable(data.path(), &[]);
+    let r = s1.control(json!({"op":"grant","token":"k9-tok","user":"kim","topics":["dev/*"]}));
+    assert_eq!(r, json!({"ok": true}));
+    kill9(&mut s1);
+    let s2 = start_durable(data.path(), &[]);
+    let mut ws = s2.ws_connect("k9-tok");
+    assert_eq!(
+        topic_command(&mut ws, "subscribe", "dev/1")["ok"],
+        json!(true)
+    );
+    let r = topic_command(&mut ws, "subscribe", "ops");
+    assert_eq!(r["error"], json!("topic not allowed"), "{r}");
+    let log = std::fs::read(data.path().join("wspush.log")).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        !text.contains("k9-tok"),
+        "the token reached the disk: {text}"
+    );
+}
+
+#[test]
+fn a_revoke_survives_sigkill_and_the_token_is_refused_after_restart() {
+    let data = tempdir();
+    let mut s1 = start_durable(data.path(), &[]);
+    s1.grant("gone-tok", "gus");
+    s1.grant("kept-tok", "gus");
+    let r = s1.control(json!({"op":"revoke","token":"gone-tok"}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    kill9(&mut s1);
+    let mut s2 = start_durable(data.path(), &[]);
+    assert_refused(&s2, "gone-tok");
+    drop(s2.ws_connect("kept-tok"));
+    // and after the compaction at that start, once more
+    term(&mut s2);
+    let s3 = start_durable(data.path(), &[]);
+    assert_refused(&s3, "gone-tok");
+    drop(s3.ws_connect("kept-tok"));
+}
+
+#[test]
+fn token_list_shows_fingerprints_and_never_the_token() {
+    let dir = tempdir();
+    let p = write_tokens(&dir, json!({"file-secret-123": "fred"}));
+    let s = Server::start_in(dir, &["--tokens", &p]);
+    let r = s.control(
+        json!({"op":"grant","token":"grant-secret-456","user":"gina","topics":["dev/42/*","news"]}),
+    );
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let control = s.control_path.to_str().unwrap();
+    let out = s.cli(&["token", "list", "--control", control]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("secret"), "a token was shown: {text}");
+    let v = stdout_json(&out);
+    let list = v["tokens"].as_array().expect("tokens list");
+    assert_eq!(list.len(), 2, "{v}");
+    let fred = &list[0];
+    assert_eq!(fred["user"], json!("fred"), "{v}");
+    assert_eq!(fred["source"], json!("file"), "{v}");
+    assert_eq!(fred["topics"], json!(null), "{v}");
+    assert_eq!(fred["granted_at"], json!(null), "{v}");
+    let gina = &list[1];
+    assert_eq!(gina["source"], json!("grant"), "{v}");
+    assert_eq!(gina["topics"], json!(["dev/42/*", "news"]), "{v}");
+    assert!(
+        gina["granted_at"].as_u64().unwrap() > 1_700_000_000_000,
+        "{v}"
+    );
+    let fp = gina["fingerprint"].as_str().unwrap();
+    assert_eq!(fp.len(), 8, "{v}");
+    assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()), "{v}");
+    // the fingerprint is the one the server logs for the token
+    drop(s.ws_connect("grant-secret-456"));
+    assert!(s.stderr_text().contains(&format!("(token {fp})")));
+    // the help text names the command
+    let help = s.cli(&["token", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("list"));
+}
+
+#[test]
+fn a_denied_subscribe_is_answered_on_the_websocket() {
+    let s = Server::start(&[]);
+    let r = s.control(json!({"op":"grant","token":"pt","user":"pat","topics":["dev/42/*","news"]}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    s.grant("free", "fay");
+    let mut ws = s.ws_connect("pt");
+    assert_eq!(
+        topic_command(&mut ws, "subscribe", "dev/42/temp")["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        topic_command(&mut ws, "subscribe", "news")["ok"],
+        json!(true)
+    );
+    let r = topic_command(&mut ws, "subscribe", "dev/43/temp");
+    assert_eq!(
+        r,
+        json!({"op":"subscribe","topic":"dev/43/temp","ok":false,"error":"topic not allowed"})
+    );
+    let mut free = s.ws_connect("free");
+    assert_eq!(
+        topic_command(&mut free, "subscribe", "dev/43/temp")["ok"],
+        json!(true)
+    );
+    let r = s.control(json!({"op":"publish","topic":"dev/43/temp","content":1}));
+    assert_eq!(r["delivered"], json!(1), "only the allowed follower: {r}");
+    // a bad pattern is refused at grant time
+    let r = s.control(json!({"op":"grant","token":"bad","user":"b","topics":["a*b"]}));
+    assert_eq!(r["ok"], json!(false), "{r}");
+    assert_refused(&s, "bad");
+}
+
+#[test]
+fn topics_default_none_from_the_environment() {
+    let s = Server::start_opts(ServerOpts {
+        env: vec![("WSPUSH_TOPICS_DEFAULT".into(), "none".into())],
+        ..Default::default()
+    });
+    s.grant("plain", "pia");
+    let r = s.control(json!({"op":"grant","token":"listed","user":"lou","topics":["*"]}));
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let mut plain = s.ws_connect("plain");
+    let r = topic_command(&mut plain, "subscribe", "x");
+    assert_eq!(r["error"], json!("topic not allowed"), "{r}");
+    let mut listed = s.ws_connect("listed");
+    assert_eq!(
+        topic_command(&mut listed, "subscribe", "x")["ok"],
+        json!(true)
+    );
+}
+
+#[test]
+fn token_grant_cli_takes_topic_patterns() {
+    let s = Server::start(&[]);
+    let control = s.control_path.to_str().unwrap();
+    let out = s.cli(&[
+        "token",
+        "grant",
+        "--topic",
+        "dev/*",
+        "-t",
+        "news",
+        "cli-tok",
+        "cleo",
+        "--control",
+        control,
+    ]);
+    assert_eq!(stdout_json(&out), json!({"ok": true}));
+    let list = s.control(json!({"op":"tokens"}));
+    assert_eq!(
+        list["tokens"][0]["topics"],
+        json!(["dev/*", "news"]),
+        "{list}"
+    );
+    let mut ws = s.ws_connect("cli-tok");
+    assert_eq!(
+        topic_command(&mut ws, "subscribe", "dev/1")["ok"],
+        json!(true)
+    );
+    let r = topic_command(&mut ws, "subscribe", "other");
+    assert_eq!(r["error"], json!("topic not allowed"), "{r}");
+}

@@ -163,6 +163,7 @@ impl Fanout {
             max_connections: n,
             max_conns_per_user: 0,
             max_topics: 1,
+            topics_default_all: true,
             max_jobs: 0,
             mailbox: 0,
             mailbox_ttl: 60,

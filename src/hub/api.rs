@@ -201,6 +201,9 @@ pub struct Config {
     pub max_conns_per_user: usize,
     /// Topics per connection at most (`--max-topics`).
     pub max_topics: usize,
+    /// Whether a token without a topic list may follow every topic
+    /// (`--topics-default all`) or none (`none`).
+    pub topics_default_all: bool,
     /// Scheduled jobs at most (`--max-jobs`).
     pub max_jobs: usize,
     /// Mailbox records per user, 0 = off (`--mailbox`).

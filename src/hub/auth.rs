@@ -18,6 +18,7 @@ use std::rc::Rc;
 use log::debug;
 
 use super::tokens::{self, TokenTag};
+use super::topics;
 use super::{ConnId, Deadline, Hub, Out};
 use crate::proto::handshake::Upgrade;
 use crate::proto::jwt::{self, JwtError};
@@ -130,7 +131,9 @@ impl Hub {
         })?;
         let topics = claims
             .topics
-            .map(|list| list.into_iter().map(String::into_boxed_str).collect());
+            .map(topics::patterns)
+            .transpose()
+            .map_err(|_| Refusal::Rejected("bad topics claim"))?;
         Ok(Admitted {
             user: Rc::from(claims.sub),
             tag: SIGNED_TAG,

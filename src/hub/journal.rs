@@ -1,6 +1,8 @@
 //! The data log's records: what they say, their byte format, replaying
 //! them into a hub at start, and the snapshot of the live state that
-//! replaces the log when it is compacted (or recovered after a failure).
+//! replaces the log when it is compacted (or recovered after a failure):
+//! the mailbox, seqs, jobs, and the tokens granted over the control socket
+//! (by digest only).
 //!
 //! A record is `[len: u32 LE][crc32: u32 LE][JSON]`. Replay stops at the
 //! first record that is short or fails its checksum (a torn write at a
@@ -14,7 +16,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 
 use super::mailbox::{Record, Status};
-use super::{Hub, SEQ_BLOCK};
+use super::{Hub, SEQ_BLOCK, tokens};
 use crate::proto::control::Message;
 use crate::proto::frame::{self, OpCode};
 
@@ -87,6 +89,27 @@ pub enum LogRecord<'a> {
         /// The job's message id.
         #[serde(borrow)]
         id: Cow<'a, str>,
+    },
+    /// A token granted over the control socket (latest wins). The token
+    /// itself is never written: only its SHA-1 digest.
+    Grant {
+        /// The token's digest, 40 hex digits.
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
+        /// The user it authenticates.
+        #[serde(borrow)]
+        user: Cow<'a, str>,
+        /// The topic patterns it allows; absent: `--topics-default`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topics: Option<Cow<'a, [Box<str>]>>,
+        /// Unix ms granted.
+        at: u64,
+    },
+    /// A granted token was revoked (or the tokens file took it over).
+    Revoke {
+        /// The token's digest, 40 hex digits.
+        #[serde(borrow)]
+        digest: Cow<'a, str>,
     },
 }
 
@@ -189,6 +212,20 @@ impl LogRecord<'_> {
                 message: Cow::Owned(message.into_owned()),
             },
             LogRecord::Done { id } => LogRecord::Done { id: own(id) },
+            LogRecord::Grant {
+                digest,
+                user,
+                topics,
+                at,
+            } => LogRecord::Grant {
+                digest: own(digest),
+                user: own(user),
+                topics: topics.map(|t| Cow::Owned(t.into_owned())),
+                at,
+            },
+            LogRecord::Revoke { digest } => LogRecord::Revoke {
+                digest: own(digest),
+            },
         }
     }
 }
@@ -297,6 +334,16 @@ impl Hub {
                 LogRecord::Done { id } => {
                     job_index.remove(&*id);
                 }
+                LogRecord::Grant {
+                    digest,
+                    user,
+                    topics,
+                    at,
+                } => {
+                    let topics = topics.map(|t| Rc::from(t.into_owned()));
+                    self.tokens.restore(&digest, &user, topics, at);
+                }
+                LogRecord::Revoke { digest } => self.tokens.forget(&digest),
             }
         }
         // Seqs up to `seq` may have been handed out: this run starts above
@@ -324,7 +371,8 @@ impl Hub {
         count
     }
 
-    /// The live state as log records, the seq reservation first.
+    /// The live state as log records, the seq reservation first, granted
+    /// tokens last.
     pub fn snapshot(&self) -> Vec<LogRecord<'_>> {
         // The reservation, not the last seq: seqs up to it may be handed
         // out without another log record.
@@ -339,6 +387,17 @@ impl Hub {
             records.push(LogRecord::of(Cow::Owned(user.to_string()), record, body));
         }
         records.extend(self.jobs.records());
+        // Granted tokens (file tokens come from the file at every start).
+        for entry in self.tokens.entries() {
+            if let Some(at) = entry.granted_at {
+                records.push(LogRecord::Grant {
+                    digest: Cow::Owned(tokens::hex(entry.digest)),
+                    user: Cow::Borrowed(entry.user),
+                    topics: entry.topics.map(Cow::Borrowed),
+                    at,
+                });
+            }
+        }
         records
     }
 

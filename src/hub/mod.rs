@@ -327,16 +327,23 @@ impl Hub {
         }
     }
 
-    /// Re-read tokens: close the connections of tokens that are gone.
+    /// Re-read tokens: close the connections of tokens that are gone, and
+    /// log the grants the file took over as revoked (the file wins, now and
+    /// at every start, so a grant it replaced must not come back later).
     fn reload_tokens(&mut self, text: &str, name: &str, out: &mut impl Out) {
         match self.tokens.load(text, name) {
-            Ok(gone) => {
+            Ok(changed) => {
                 log::info!(
-                    "SIGHUP: reloaded {name}: {} tokens, {} removed",
+                    "SIGHUP: reloaded {name}: {} tokens, {} removed, {} grants replaced",
                     self.tokens.len(),
-                    gone.len()
+                    changed.gone.len(),
+                    changed.replaced.len()
                 );
-                for tag in gone {
+                for digest in &changed.replaced {
+                    let digest = tokens::hex(digest).into();
+                    self.log(&LogRecord::Revoke { digest }, out);
+                }
+                for tag in changed.gone {
                     self.close_token(tag, out);
                 }
             }

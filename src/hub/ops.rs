@@ -2,14 +2,15 @@
 //! "The control protocol"), and the one table of counters that both `stats`
 //! and `/metrics` read.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use super::journal::LogRecord;
 use super::mailbox::Status;
-use super::topics::{MAX_TOPIC, valid_topic};
-use super::{ConnId, Hub, Origin, Out, Transport, auth};
+use super::topics::{MAX_TOPIC, patterns, valid_topic};
+use super::{ConnId, Hub, Origin, Out, Transport, auth, tokens};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
@@ -75,14 +76,25 @@ impl Hub {
             }
             Request::Clients { user } => Ok(self.clients(user.as_deref(), out)),
             Request::Stats {} => Ok(self.stats_json(&out.transport())),
-            Request::Grant { token, user } => {
-                self.tokens.grant(&token, &user)?;
-                Ok(json!({}))
-            }
+            Request::Grant {
+                token,
+                user,
+                topics,
+            } => self.grant(&token, user, topics, out),
             Request::Revoke { token } => match self.tokens.revoke(&token) {
-                Some(tag) => Ok(json!({ "closed": self.close_token(tag, out) })),
+                Some(tag) => {
+                    let digest = tokens::hex(&tokens::digest(&token));
+                    self.log(
+                        &LogRecord::Revoke {
+                            digest: digest.into(),
+                        },
+                        out,
+                    );
+                    Ok(json!({ "closed": self.close_token(tag, out) }))
+                }
                 None => Err("unknown token".into()),
             },
+            Request::Tokens {} => Ok(self.token_list()),
             Request::Kick { user, connection } => self.kick(user, connection, out),
             Request::Messages {
                 user,
@@ -134,6 +146,51 @@ impl Hub {
             reply["queued"] = json!(report.queued);
         }
         Ok(reply)
+    }
+
+    /// `grant`: check the topic patterns, add or replace the token, and log
+    /// it by digest so that it survives a restart.
+    fn grant(
+        &mut self,
+        token: &str,
+        user: String,
+        topics: Option<Vec<String>>,
+        out: &mut impl Out,
+    ) -> Result<Value, String> {
+        let topics = topics.map(patterns).transpose()?;
+        let at = self.unix_ms();
+        let digest = self.tokens.grant_with(token, &user, topics.clone(), at)?;
+        let record = LogRecord::Grant {
+            digest: tokens::hex(&digest).into(),
+            user: user.into(),
+            topics: topics.as_deref().map(Cow::Borrowed),
+            at,
+        };
+        self.log(&record, out);
+        Ok(json!({}))
+    }
+
+    /// `tokens`: every token by fingerprint, sorted by user.
+    fn token_list(&self) -> Value {
+        let mut entries: Vec<_> = self
+            .tokens
+            .entries()
+            .map(|e| (e.user, tokens::fingerprint_of(e.digest), e))
+            .collect();
+        entries.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let list: Vec<Value> = entries
+            .into_iter()
+            .map(|(user, fingerprint, e)| {
+                json!({
+                    "fingerprint": fingerprint,
+                    "user": user,
+                    "topics": e.topics,
+                    "granted_at": e.granted_at,
+                    "source": if e.granted_at.is_some() { "grant" } else { "file" },
+                })
+            })
+            .collect();
+        json!({ "tokens": list })
     }
 
     /// Close every open connection opened with a token (revoked or removed).

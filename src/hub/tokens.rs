@@ -1,4 +1,5 @@
-//! Client tokens: which secret in `/push/{token}` authenticates which user.
+//! Client tokens: which secret in `/push/{token}` authenticates which user,
+//! and which topics it may follow.
 //!
 //! Tokens come from the `--tokens` file (re-read on SIGHUP) and from
 //! `grant`/`revoke` on the control socket. The table is keyed by the SHA-1
@@ -6,8 +7,22 @@
 //! probe depends only on a digest the client cannot steer byte by byte; the
 //! digests are then compared in constant time. Logs name a token only by its
 //! [`fingerprint`], never in full.
+//!
+//! Granted tokens are durable with `--data-dir`: the hub logs each `grant`
+//! and `revoke` by digest (never the token), and replay rebuilds them
+//! through [`Tokens::restore`] and [`Tokens::forget`]. Whenever the tokens
+//! file is read (at start, on SIGHUP) it wins: a token it lists is a file
+//! token, and a grant of the same token is dropped.
+//!
+//! A grant may carry a list of topic patterns (see
+//! [`topics::allowed`](super::topics::allowed)). They are kept in a side
+//! table by [`TokenTag`], the key a session holds, and only for the grants
+//! that have a list: a token without one costs nothing more, and its
+//! connections follow `--topics-default`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 
 use sha1::{Digest, Sha1};
@@ -21,12 +36,8 @@ pub const MAX_USER_LEN: usize = 256;
 /// of its digest. Connections keep it so a revoke can find them.
 pub type TokenTag = u64;
 
-/// Where a token came from; a SIGHUP reload replaces only file tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    File,
-    Control,
-}
+/// The SHA-1 digest of a token: the table's key, and what the log names.
+pub type TokenDigest = [u8; 20];
 
 /// What a token grants. The token itself is not kept: the table's key is
 /// its SHA-1 digest, which is all a lookup needs (and saves a copy of every
@@ -35,13 +46,41 @@ enum Source {
 #[derive(Debug)]
 struct Grant {
     user: Rc<str>,
-    origin: Source,
+    /// Unix ms of the `grant` (at least 1); `None`: from the tokens file,
+    /// which a SIGHUP reload replaces. The niche keeps the entry as small
+    /// as the user name and a flag.
+    granted_at: Option<NonZeroU64>,
 }
 
 /// The token table.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_digest: HashMap<[u8; 20], Grant>,
+    by_digest: HashMap<TokenDigest, Grant>,
+    /// Topic patterns of the grants that have a list, by tag.
+    topics: HashMap<TokenTag, Rc<[Box<str>]>>,
+}
+
+/// One token as the `tokens` op lists it and the snapshot logs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The token's digest.
+    pub digest: &'a TokenDigest,
+    /// The user it authenticates.
+    pub user: &'a str,
+    /// The topic patterns it allows; `None`: `--topics-default`.
+    pub topics: Option<&'a [Box<str>]>,
+    /// Unix ms of its grant; `None` for a file token.
+    pub granted_at: Option<u64>,
+}
+
+/// What a reload of the tokens file changed.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Tags of tokens that are gone, whose connections must be closed.
+    pub gone: Vec<TokenTag>,
+    /// Digests of granted tokens the file now lists: the file won, and
+    /// their grants are over (the hub logs them as revoked).
+    pub replaced: Vec<TokenDigest>,
 }
 
 /// The outcome of a lookup that failed, as the one-line 401 reason.
@@ -66,43 +105,119 @@ impl Tokens {
         }
     }
 
-    /// Add or replace a token granted over the control socket.
+    /// Add or replace a token, without a topic list, as granted at Unix
+    /// ms 0 (tests and benches; the `grant` op uses [`Tokens::grant_with`]).
     pub fn grant(&mut self, token: &str, user: &str) -> Result<(), String> {
+        self.grant_with(token, user, None, 0).map(|_| ())
+    }
+
+    /// Add or replace a token granted over the control socket at Unix ms
+    /// `at`, allowing `topics` (already validated; `None`: the default).
+    /// Returns its digest, for the log.
+    pub fn grant_with(
+        &mut self,
+        token: &str,
+        user: &str,
+        topics: Option<Rc<[Box<str>]>>,
+        at: u64,
+    ) -> Result<TokenDigest, String> {
         check(token, user)?;
-        self.insert(token, user, Source::Control);
-        Ok(())
+        let digest = digest(token);
+        self.insert(digest, user, Some(granted(at)), topics);
+        Ok(digest)
     }
 
     /// Forget a token. Returns its tag when it existed.
     pub fn revoke(&mut self, token: &str) -> Option<TokenTag> {
         let digest = digest(token);
-        self.by_digest.remove(&digest).map(|_| tag_of(&digest))
+        let tag = tag_of(&digest);
+        self.by_digest.remove(&digest)?;
+        self.topics.remove(&tag);
+        Some(tag)
+    }
+
+    /// Replay a logged grant (`digest` in hex). A token the tokens file
+    /// lists stays the file's; a digest that is not 40 hex digits is
+    /// skipped. Returns whether the grant was restored.
+    pub fn restore(
+        &mut self,
+        digest: &str,
+        user: &str,
+        topics: Option<Rc<[Box<str>]>>,
+        at: u64,
+    ) -> bool {
+        let Some(digest) = unhex(digest) else {
+            return false;
+        };
+        if self
+            .by_digest
+            .get(&digest)
+            .is_some_and(|g| g.granted_at.is_none())
+        {
+            return false;
+        }
+        self.insert(digest, user, Some(granted(at)), topics);
+        true
+    }
+
+    /// Replay a logged revoke (`digest` in hex): the grant is gone. A file
+    /// token stays (the file is read after every restart).
+    pub fn forget(&mut self, digest: &str) {
+        let Some(digest) = unhex(digest) else {
+            return;
+        };
+        if self
+            .by_digest
+            .get(&digest)
+            .is_some_and(|g| g.granted_at.is_some())
+        {
+            self.by_digest.remove(&digest);
+            self.topics.remove(&tag_of(&digest));
+        }
     }
 
     /// Replace the file-sourced tokens with `text`, the contents of the
-    /// tokens file `name`. Tokens
-    /// granted over the control socket stay. Returns the tags of tokens that
-    /// are gone, so their live connections can be closed. On error nothing
-    /// changes.
-    pub fn load(&mut self, text: &str, name: &str) -> Result<Vec<TokenTag>, String> {
+    /// tokens file `name`. Tokens granted over the control socket stay,
+    /// unless the file lists them: the file wins. On error nothing changes.
+    pub fn load(&mut self, text: &str, name: &str) -> Result<Reloaded, String> {
         let map: HashMap<String, String> = serde_json::from_str(text)
             .map_err(|e| format!("{name}: expected a JSON object {{\"token\": \"user\"}}: {e}"))?;
         for (token, user) in &map {
             check(token, user).map_err(|e| format!("{name}: {e}"))?;
         }
-        let fresh: HashMap<[u8; 20], &String> = map.keys().map(|t| (digest(t), t)).collect();
-        let mut gone = Vec::new();
+        let fresh: HashMap<TokenDigest, &String> = map.keys().map(|t| (digest(t), t)).collect();
+        let mut changed = Reloaded::default();
         self.by_digest.retain(|d, e| {
-            let keep = e.origin == Source::Control || fresh.contains_key(d);
+            let listed = fresh.contains_key(d);
+            if e.granted_at.is_some() && listed {
+                changed.replaced.push(*d);
+            }
+            let keep = e.granted_at.is_some() || listed;
             if !keep {
-                gone.push(tag_of(d));
+                changed.gone.push(tag_of(d));
             }
             keep
         });
         for (token, user) in &map {
-            self.insert(token, user, Source::File);
+            self.insert(digest(token), user, None, None);
         }
-        Ok(gone)
+        Ok(changed)
+    }
+
+    /// The topic patterns of the token with this tag; `None`: it has no
+    /// list (the default applies).
+    pub fn topics_of(&self, tag: TokenTag) -> Option<&[Box<str>]> {
+        self.topics.get(&tag).map(|t| &**t)
+    }
+
+    /// Every token, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.by_digest.iter().map(|(digest, g)| Entry {
+            digest,
+            user: &g.user,
+            topics: self.topics_of(tag_of(digest)),
+            granted_at: g.granted_at.map(NonZeroU64::get),
+        })
     }
 
     /// Number of known tokens.
@@ -115,18 +230,63 @@ impl Tokens {
         self.by_digest.is_empty()
     }
 
-    fn insert(&mut self, token: &str, user: &str, origin: Source) {
+    fn insert(
+        &mut self,
+        digest: TokenDigest,
+        user: &str,
+        granted_at: Option<NonZeroU64>,
+        topics: Option<Rc<[Box<str>]>>,
+    ) {
+        let tag = tag_of(&digest);
+        match topics {
+            Some(list) => self.topics.insert(tag, list),
+            None => self.topics.remove(&tag),
+        };
         let entry = Grant {
             user: Rc::from(user),
-            origin,
+            granted_at,
         };
-        self.by_digest.insert(digest(token), entry);
+        self.by_digest.insert(digest, entry);
     }
 }
 
 /// A short, non-reversible name for a token, safe to log.
 pub fn fingerprint(token: &str) -> String {
-    format!("{:08x}", tag_of(&digest(token)) >> 32)
+    fingerprint_of(&digest(token))
+}
+
+/// [`fingerprint`] from the token's digest.
+pub fn fingerprint_of(digest: &TokenDigest) -> String {
+    format!("{:08x}", tag_of(digest) >> 32)
+}
+
+/// The digest as 40 lower-case hex digits (how the log names a token).
+pub fn hex(digest: &TokenDigest) -> String {
+    let mut s = String::with_capacity(40);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The SHA-1 digest of a token.
+pub fn digest(token: &str) -> TokenDigest {
+    Sha1::digest(token.as_bytes()).into()
+}
+
+fn unhex(text: &str) -> Option<TokenDigest> {
+    if text.len() != 40 || !text.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 20];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(digest)
+}
+
+fn granted(at: u64) -> NonZeroU64 {
+    NonZeroU64::new(at).unwrap_or(NonZeroU64::MIN)
 }
 
 fn check(token: &str, user: &str) -> Result<(), String> {
@@ -143,10 +303,6 @@ fn check(token: &str, user: &str) -> Result<(), String> {
         return Err(format!("user must be 1 to {MAX_USER_LEN} bytes"));
     }
     Ok(())
-}
-
-fn digest(token: &str) -> [u8; 20] {
-    Sha1::digest(token.as_bytes()).into()
 }
 
 fn tag_of(digest: &[u8; 20]) -> TokenTag {
@@ -198,15 +354,50 @@ mod tests {
         assert!(
             t.load(r#"{"a":"alice","b":"bob"}"#, "f")
                 .unwrap()
+                .gone
                 .is_empty()
         );
         t.grant("c", "carol").unwrap();
-        let gone = t.load(r#"{"a":"alice"}"#, "f").unwrap();
-        assert_eq!(gone, vec![t_tag("b")]);
+        let changed = t.load(r#"{"a":"alice"}"#, "f").unwrap();
+        assert_eq!(changed.gone, vec![t_tag("b")]);
+        assert!(changed.replaced.is_empty());
         assert!(t.lookup("b").is_err());
         assert!(t.lookup("c").is_ok());
         assert!(t.load("not json", "f").is_err());
         assert!(t.lookup("a").is_ok(), "a failed reload changes nothing");
+    }
+
+    #[test]
+    fn the_file_wins_over_a_grant_of_the_same_token() {
+        let mut t = Tokens::default();
+        let list: Rc<[Box<str>]> = Rc::from(vec![Box::from("a/*")]);
+        t.grant_with("x", "xavier", Some(list), 5).unwrap();
+        assert_eq!(t.topics_of(t_tag("x")).map(<[_]>::len), Some(1));
+        let changed = t.load(r#"{"x":"xena"}"#, "f").unwrap();
+        assert_eq!(changed.replaced, vec![digest("x")]);
+        assert_eq!(&*t.lookup("x").unwrap().0, "xena");
+        assert_eq!(t.topics_of(t_tag("x")), None, "a file token has no list");
+        // Replay cannot bring the grant back over the file token, nor
+        // revoke the file token.
+        assert!(!t.restore(&hex(&digest("x")), "xavier", None, 5));
+        t.forget(&hex(&digest("x")));
+        assert_eq!(&*t.lookup("x").unwrap().0, "xena");
+    }
+
+    #[test]
+    fn replay_restores_and_forgets_grants_by_digest() {
+        let mut t = Tokens::default();
+        let hex_y = hex(&digest("y"));
+        assert_eq!(hex_y.len(), 40);
+        assert_eq!(unhex(&hex_y), Some(digest("y")));
+        assert!(t.restore(&hex_y, "yves", None, 42));
+        assert!(!t.restore("not hex", "yves", None, 42));
+        let entry = t.entries().next().unwrap();
+        assert_eq!((entry.user, entry.granted_at), ("yves", Some(42)));
+        assert_eq!(&*t.lookup("y").unwrap().0, "yves");
+        t.forget(&hex_y);
+        assert!(t.lookup("y").is_err());
+        assert!(t.is_empty());
     }
 
     fn t_tag(token: &str) -> TokenTag {
@@ -219,6 +410,12 @@ mod tests {
         assert_ne!(fingerprint("abc"), fingerprint("abd"));
         assert_eq!(fingerprint("abc").len(), 8);
         assert!(!fingerprint("abc").contains("abc"));
+    }
+
+    #[test]
+    fn an_entry_costs_no_more_than_its_user_and_grant_time() {
+        // The topic lists live in a side table, only for grants with one.
+        assert_eq!(std::mem::size_of::<Grant>(), 24);
     }
 
     #[test]

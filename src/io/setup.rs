@@ -149,6 +149,7 @@ pub fn hub_config(
         max_connections,
         max_conns_per_user: args.max_conns_per_user,
         max_topics: args.max_topics,
+        topics_default_all: args.topics_default.allows_all(),
         max_jobs: args.max_jobs,
         mailbox: args.mailbox,
         mailbox_ttl: args.mailbox_ttl,

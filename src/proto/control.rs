@@ -100,12 +100,17 @@ pub enum Request {
     },
     /// Server counters.
     Stats {},
+    /// List the known tokens (by fingerprint, never in full).
+    Tokens {},
     /// Allow a token to connect as a user.
     Grant {
         /// The secret.
         token: String,
         /// The user it authenticates.
         user: String,
+        /// Topic names and `prefix*` patterns it may subscribe to; absent
+        /// or null: `--topics-default`.
+        topics: Option<Vec<String>>,
     },
     /// Forget a token and close its connections with 1008.
     Revoke {
@@ -148,6 +153,7 @@ impl Request {
             self,
             Request::Clients { .. }
                 | Request::Stats {}
+                | Request::Tokens {}
                 | Request::Messages { .. }
                 | Request::Events {}
         )
@@ -253,6 +259,13 @@ mod tests {
                 .contains("content")
         );
         assert!(parse(br#"{"op":5}"#).1.is_err());
+        let (_, req) = parse(br#"{"op":"grant","token":"t","user":"u","topics":["a/*"]}"#);
+        assert!(matches!(req, Ok(Request::Grant { topics: Some(t), .. }) if t == ["a/*"]));
+        let (_, req) = parse(br#"{"op":"grant","token":"t","user":"u"}"#);
+        assert!(matches!(req, Ok(Request::Grant { topics: None, .. })));
+        assert!(
+            matches!(parse(br#"{"op":"tokens"}"#).1, Ok(ref r @ Request::Tokens {}) if !r.is_job())
+        );
     }
 
     #[test]

@@ -255,7 +255,11 @@ fn replaying_the_log_restores_the_mailbox_seq_and_jobs() {
     assert_eq!(push(&mut second, &mut out, json!({"content": 1}))["seq"], 2);
     let snapshot = second.snapshot();
     assert!(matches!(snapshot[0], LogRecord::Seq { upto } if upto > 2));
-    assert_eq!(snapshot.len(), 3, "reservation, one record, one job");
+    assert_eq!(
+        snapshot.len(),
+        4,
+        "reservation, one record, one job, a's token"
+    );
 }
 
 #[test]

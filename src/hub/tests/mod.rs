@@ -10,6 +10,7 @@ use super::*;
 mod delivery;
 mod lifecycle;
 mod signed;
+mod tokens;
 use crate::proto::frame;
 use crate::proto::handshake::Upgrade;
 
@@ -113,6 +114,7 @@ pub(super) fn config() -> Config {
         max_connections: 100,
         max_conns_per_user: 0,
         max_topics: 2,
+        topics_default_all: true,
         max_jobs: 10,
         mailbox: 0,
         mailbox_ttl: 60,

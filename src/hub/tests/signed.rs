@@ -157,3 +157,32 @@ fn a_granted_token_wins_over_a_jwt_reading() {
     assert_eq!(reply["clients"][0]["user"], "granted-user");
     assert!(h.signed.topics(conn).is_none(), "not a JWT connection");
 }
+
+#[test]
+fn a_jwt_topics_claim_limits_what_its_connection_may_follow() {
+    let mut h = signed_hub(false);
+    let mut out = Rec::default();
+    let token = mint(
+        json!({"sub": "ann", "topics": ["dev/42/*", "news"]}),
+        SECRET,
+    );
+    let ann = connect_with(&mut h, &mut out, 0, 1, &token);
+    let open = mint(json!({"sub": "bob"}), SECRET);
+    let bob = connect_with(&mut h, &mut out, 0, 2, &open);
+    for (conn, topic, ok) in [
+        (ann, "dev/42/temp", true),
+        (ann, "news", true),
+        (ann, "dev/43/temp", false),
+        (bob, "dev/43/temp", true), // no claim: --topics-default (all)
+    ] {
+        let text = format!(r#"{{"op":"subscribe","topic":"{topic}"}}"#);
+        h.handle(0, Input::Text { conn, text: &text }, &mut out);
+        let (to, last) = out.got.last().unwrap();
+        assert_eq!(*to, conn);
+        let reply: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(reply["ok"], ok, "{topic}: {reply}");
+    }
+    let bad = mint(json!({"sub": "eve", "topics": ["a*b"]}), SECRET);
+    let eve = connect_with(&mut h, &mut out, 0, 3, &bad);
+    assert_eq!(out.closed.last(), Some(&(eve, auth::CLOSE_REJECTED)));
+}
