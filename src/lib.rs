@@ -17,7 +17,8 @@
 //!     fan-out; `hub/mailbox.rs`; `hub/schedule.rs`: delayed and periodic
 //!     jobs; `hub/ops.rs`: control requests, the one table of counters;
 //!     `hub/events.rs`; `hub/journal.rs`: log records, replay, snapshot;
-//!     `hub/tokens.rs`.
+//!     `hub/tokens.rs`; `hub/auth.rs`: admission (granted tokens and
+//!     JWTs) and the close codes of refused tokens.
 //! - [`io`]: the loop and everything that touches the OS.
 //!   - `io/event_loop.rs`: the loop, accept paths, signals, turn order;
 //!     `io/wire.rs`: the hub's effects carried out on sockets and the log;
@@ -29,6 +30,7 @@
 //!     `io/setup.rs`: sockets and limits at start.
 //! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
 //!   upgrade), `proto/http.rs` (the HTTP API's requests and answers),
+//!   `proto/jwt.rs` (HS256 JSON Web Tokens),
 //!   `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the control
 //!   protocol).
 //! - [`wheel`]: the hashed timer wheel on virtual milliseconds (both the
