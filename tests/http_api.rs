@@ -318,3 +318,66 @@ fn slow_and_idle_clients_are_cut_off_at_the_handshake_timeout() {
     c.write_all(post("stats", "{}").as_bytes()).unwrap();
     assert_eq!(read_http_response(&mut c, &mut Vec::new()).status, 200);
 }
+
+fn collect_request(token: &str, query: &str) -> String {
+    format!("GET /api/collect{query} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
+}
+
+#[test]
+fn a_client_collects_its_held_messages_over_http() {
+    // Served without --api-key-file too: the client's own token is the key.
+    let s = Server::start(&["--mailbox", "10"]);
+    s.grant("ta", "alice");
+    for i in 0..3 {
+        assert_eq!(s.push(&["alice"], json!(i))["queued"], json!(1));
+    }
+    let mut c = connect(&s);
+    let mut buf = Vec::new();
+    c.write_all(collect_request("ta", "").as_bytes()).unwrap();
+    let r = read_http_response(&mut c, &mut buf);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let got = json_of(&r);
+    let contents: Vec<Value> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!(0), json!(1), json!(2)]);
+    assert!(
+        got[0]["messageId"].is_string() && got[0]["seq"].is_u64(),
+        "{got}"
+    );
+    // Collected is delivered: not again, neither here nor on the WebSocket.
+    c.write_all(collect_request("ta", "").as_bytes()).unwrap();
+    assert_eq!(json_of(&read_http_response(&mut c, &mut buf)), json!([]));
+    let mut ws = s.ws_connect("ta");
+    assert!(sync(&mut ws).is_empty());
+    // ?since= replays the history after a seq.
+    let since = got[1]["seq"].as_u64().unwrap();
+    c.write_all(collect_request("ta", &format!("?since={since}")).as_bytes())
+        .unwrap();
+    let again = json_of(&read_http_response(&mut c, &mut buf));
+    assert_eq!(again.as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(again[0]["content"], json!(2));
+    // Refusals.
+    for (request, status) in [
+        (collect_request("nope", ""), 401),
+        (
+            "GET /api/collect HTTP/1.1\r\nHost: t\r\n\r\n".to_string(),
+            401,
+        ),
+        (collect_request("ta", "?since=x"), 400),
+        (collect_request("ta", "").replace("GET", "POST"), 405),
+    ] {
+        let mut c = connect(&s);
+        c.write_all(request.as_bytes()).unwrap();
+        let r = read_http_response(&mut c, &mut Vec::new());
+        assert_eq!(r.status, status, "{request:?}: {}", r.raw);
+        assert_eq!(json_of(&r)["ok"], json!(false), "{}", r.raw);
+        if status == 401 {
+            assert!(r.header("www-authenticate").is_some(), "{}", r.raw);
+        }
+    }
+}

@@ -123,6 +123,7 @@ impl Out for Mem {
             line.starts_with(br#"{"ok":true"#) || line.windows(9).any(|w| w == br#""ok":true"#)
         );
     }
+    fn answer(&mut self, _to: Origin, _status: u16, _body: Vec<u8>) {}
     fn event(&mut self, _to: Origin, _line: &[u8]) -> bool {
         true
     }

@@ -86,6 +86,16 @@ pub enum Input<'a> {
         /// The request's JSON.
         line: &'a [u8],
     },
+    /// `GET /api/collect`: a client with its own token asks for what its
+    /// user's mailbox holds.
+    Collect {
+        /// Where the answer goes (an HTTP connection).
+        origin: Origin,
+        /// The client's token (granted or a JWT).
+        token: &'a str,
+        /// As `?since=` on the WebSocket URL.
+        since: Option<u64>,
+    },
     /// A control line longer than the line cap (answered with an error).
     TooLong {
         /// Where the reply goes.
@@ -179,6 +189,9 @@ pub trait Out {
     /// wrote, so it must wait for them to be synced (and becomes an error
     /// if they could not be).
     fn reply(&mut self, to: Origin, line: Vec<u8>, logged: bool);
+    /// A complete HTTP answer for an HTTP origin: a status and a JSON body
+    /// (`collect`, whose answer is not a control reply).
+    fn answer(&mut self, to: Origin, status: u16, body: Vec<u8>);
     /// Queue an event line for listener `to`; false if it is gone.
     fn event(&mut self, to: Origin, line: &[u8]) -> bool;
     /// Append a record to the data log.

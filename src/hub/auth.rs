@@ -19,9 +19,10 @@ use log::debug;
 
 use super::tokens::{self, TokenTag};
 use super::topics;
-use super::{ConnId, Deadline, Hub, Out};
+use super::{ConnId, Deadline, Hub, Origin, Out};
 use crate::proto::handshake::Upgrade;
 use crate::proto::jwt::{self, JwtError};
+use crate::proto::{control, frame};
 use crate::wheel::TimerId;
 
 /// Close code: this token will never work (unknown, revoked, malformed,
@@ -102,25 +103,64 @@ impl Signed {
 }
 
 impl Hub {
-    /// Whom `request`'s token admits.
+    /// Whom `request`'s token admits, if there is room for it.
     pub(super) fn admit(&self, request: &Upgrade) -> Result<Admitted, Refusal> {
-        let found = match self.tokens.lookup(&request.token) {
+        let found = self.admit_token(&request.token)?;
+        if self.sessions.len() >= self.config.max_connections {
+            return Err(Refusal::Full);
+        }
+        Ok(found)
+    }
+
+    /// Whom `token` authenticates: a grant, else (with a key) a JWT.
+    fn admit_token(&self, token: &str) -> Result<Admitted, Refusal> {
+        let found = match self.tokens.lookup(token) {
             Ok((user, tag)) => Admitted {
                 user,
                 tag,
                 signed: None,
             },
             Err(reason) => match &self.config.jwt {
-                Some(key) if request.token.split('.').count() == 3 => {
-                    self.verify(key, &request.token)?
-                }
+                Some(key) if token.split('.').count() == 3 => self.verify(key, token)?,
                 _ => return Err(Refusal::Rejected(reason)),
             },
         };
-        if self.sessions.len() >= self.config.max_connections {
-            return Err(Refusal::Full);
-        }
         Ok(found)
+    }
+
+    /// `GET /api/collect`: the held messages of the token's user, as a JSON
+    /// array of envelopes, which are delivered from now on.
+    pub(super) fn collect(
+        &mut self,
+        origin: Origin,
+        token: &str,
+        since: Option<u64>,
+        out: &mut impl Out,
+    ) {
+        let user = match self.admit_token(token) {
+            Ok(admitted) => admitted.user,
+            Err(Refusal::Rejected(reason) | Refusal::Expired(reason)) => {
+                self.stats.token_refusals += 1;
+                return out.answer(origin, 401, control::error(None, reason));
+            }
+            Err(Refusal::Full) => unreachable!("collecting takes no connection"),
+        };
+        if !self.mailbox.enabled() {
+            let body = control::error(None, "the mailbox is off (--mailbox)");
+            return out.answer(origin, 404, body);
+        }
+        let frames = self.take_held(&user, since, out);
+        let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
+        body.push(b'[');
+        for (i, frame) in frames.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(frame::server_payload(frame));
+        }
+        body.extend_from_slice(b"]\n");
+        debug!("{origin:?}: collected {} for user {user}", frames.len());
+        out.answer(origin, 200, body);
     }
 
     fn verify(&self, key: &jwt::Key, token: &str) -> Result<Admitted, Refusal> {

@@ -102,14 +102,25 @@ impl Hub {
         since: Option<u64>,
         out: &mut impl Out,
     ) {
-        if !self.mailbox.enabled() {
-            return;
-        }
-        let (frames, changes) = self.mailbox.on_connect(user, since);
-        for frame in frames {
-            self.stats.messages_out += 1;
+        for frame in self.take_held(user, since, out) {
             out.send(conn, frame);
         }
+    }
+
+    /// What `user` must get on connecting (or collecting), now marked
+    /// delivered: the held frames, or with `since` every retained one above
+    /// it, in seq order.
+    pub(super) fn take_held(
+        &mut self,
+        user: &str,
+        since: Option<u64>,
+        out: &mut impl Out,
+    ) -> Vec<Rc<[u8]>> {
+        if !self.mailbox.enabled() {
+            return Vec::new();
+        }
+        let (frames, changes) = self.mailbox.on_connect(user, since);
+        self.stats.messages_out += frames.len() as u64;
         for seq in changes.delivered {
             self.log(
                 &LogRecord::Dlv {
@@ -119,6 +130,7 @@ impl Hub {
                 out,
             );
         }
+        frames
     }
 
     /// Send a message now: encode it once, as one frame, and queue it to

@@ -191,6 +191,11 @@ impl Hub {
                 };
                 out.reply(origin, reply, self.logged);
             }
+            Input::Collect {
+                origin,
+                token,
+                since,
+            } => self.collect(origin, token, since, out),
             Input::TooLong { origin } => {
                 let reply = control::error(None, "line longer than 1 MiB refused");
                 out.reply(origin, reply, false);

@@ -12,7 +12,7 @@ use super::conn::{Input as Pending, Phase};
 use super::event_loop::Server;
 use crate::hub::{Input, Origin};
 use crate::proto::control::not_durable;
-use crate::proto::http::{self, ApiHead, MAX_BODY};
+use crate::proto::http::{self, ApiHead, CollectHead, MAX_BODY};
 
 /// Largest number of bytes an HTTP connection may send ahead (pipelined
 /// requests) while its current request is with the hub.
@@ -59,6 +59,29 @@ impl Server {
         false
     }
 
+    /// A valid `GET /api/collect` head of `consumed` bytes (it has no body).
+    pub(super) fn collect_request(
+        &mut self,
+        key: usize,
+        head: CollectHead,
+        consumed: usize,
+        bytes: &[u8],
+    ) {
+        let conn = &mut self.wire.conns[key];
+        let origin = Origin::Http(conn.id(key));
+        conn.phase = Phase::Api {
+            keep_alive: head.keep_alive,
+        };
+        if consumed < bytes.len() {
+            conn.input = Some(Box::new(Pending::holding(bytes[consumed..].to_vec())));
+        }
+        self.feed(Input::Collect {
+            origin,
+            token: &head.token,
+            since: head.since,
+        });
+    }
+
     /// Bytes from a client whose request is with the hub: kept for later,
     /// within [`MAX_AHEAD`].
     pub(super) fn api_ahead(&mut self, key: usize, data: &[u8]) {
@@ -93,8 +116,13 @@ impl Server {
                 Some(needs) if needs > durable => not_durable(&held.line, &failure),
                 _ => held.line,
             };
+            let status = held.status.unwrap_or_else(|| http::status_of(&line));
             let keep = keep_alive && !self.shutting_down;
-            let response = http::response(http::status_of(&line), keep, &[], &line);
+            let extra: &[(&str, &str)] = match status {
+                401 => &[("WWW-Authenticate", "Bearer realm=\"wspush\"")],
+                _ => &[],
+            };
+            let response = http::response(status, keep, extra, &line);
             self.wire.queue(key, response.into());
             if !keep {
                 self.wire.finish(key);

@@ -65,6 +65,8 @@ pub struct HeldHttp {
     pub line: Vec<u8>,
     /// The log position its records end at, if it wrote any.
     pub needs: Option<u64>,
+    /// The HTTP status, when the hub chose it (else it follows the reply).
+    pub status: Option<u16>,
 }
 
 /// Sockets, buffers and the data log: what the hub's effects act on.
@@ -358,11 +360,28 @@ impl Out for Wire {
             _ => None,
         };
         if let Origin::Http(conn) = to {
-            return self.http_held.push(HeldHttp { conn, line, needs });
+            let status = None;
+            return self.http_held.push(HeldHttp {
+                conn,
+                line,
+                needs,
+                status,
+            });
         }
         if let Some((key, ctrl)) = self.ctrl(to) {
             ctrl.hold(line, needs);
             self.mark_ctrl_dirty(key);
+        }
+    }
+
+    fn answer(&mut self, to: Origin, status: u16, body: Vec<u8>) {
+        if let Origin::Http(conn) = to {
+            self.http_held.push(HeldHttp {
+                conn,
+                line: body,
+                needs: None,
+                status: Some(status),
+            });
         }
     }
 

@@ -113,6 +113,7 @@ impl Server {
         match handshake::examine(bytes, &rules) {
             Outcome::Partial => return true,
             Outcome::Api { head, consumed } => return self.api_request(key, head, consumed, bytes),
+            Outcome::Collect { head, consumed } => self.collect_request(key, head, consumed, bytes),
             Outcome::ApiReject(err) => self.wire.refuse_api(key, &err),
             Outcome::Reject(err) => self.wire.refuse_http(key, &err),
             Outcome::Health => {

@@ -25,7 +25,7 @@ use base64::engine::general_purpose::STANDARD;
 use httparse::{Header, Request, Status};
 use sha1::{Digest as _, Sha1};
 
-use super::http::{self, ApiHead, KeyDigest};
+use super::http::{self, ApiHead, CollectHead, KeyDigest};
 
 /// Header slots for httparse; more headers than this is a 431, not a 400.
 const MAX_HEADERS: usize = 64;
@@ -86,6 +86,13 @@ pub enum Outcome {
         /// Length of the head; the body starts after it.
         consumed: usize,
     },
+    /// `GET /api/collect`: a client collects its held messages.
+    Collect {
+        /// What the head says.
+        head: CollectHead,
+        /// Length of the head.
+        consumed: usize,
+    },
     /// An HTTP API request refused from its head: answer with
     /// [`http::error_response`] and close.
     ApiReject(HttpError),
@@ -143,6 +150,12 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
     // Origin-form only: absolute-form and `*` have no business here.
     if !path.starts_with('/') {
         return Err(err(400, "bad request target"));
+    }
+    if path == "/api/collect" {
+        return Ok(match http::collect_head(req, query) {
+            Ok(head) => Outcome::Collect { head, consumed },
+            Err(e) => Outcome::ApiReject(e),
+        });
     }
     if let Some(key) = rules.api_key
         && path.starts_with("/api/")
@@ -278,7 +291,7 @@ fn clip(s: &str, max: usize) -> &str {
 }
 
 /// `since` and `device` from the query string; other parameters are ignored.
-fn parse_query(query: &str) -> Result<(Option<u64>, Option<String>), HttpError> {
+pub(super) fn parse_query(query: &str) -> Result<(Option<u64>, Option<String>), HttpError> {
     let (mut since, mut device) = (None, None);
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));

@@ -110,17 +110,62 @@ pub fn api_head(req: &Request<'_, '_>, path: &str, key: &KeyDigest) -> Result<Ap
     })
 }
 
-/// Rule 4: one `Authorization: Bearer KEY` header with the right key.
-fn authorize(hs: &[Header<'_>], key: &KeyDigest) -> Result<(), HttpError> {
+/// A valid `GET /api/collect` head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectHead {
+    /// The client's own token (granted, or a JWT), from `Authorization`.
+    pub token: String,
+    /// `?since=SEQ`, as on the WebSocket URL.
+    pub since: Option<u64>,
+    /// As in [`ApiHead`].
+    pub keep_alive: bool,
+}
+
+/// Check the head of `GET /api/collect?since=SEQ` (served whether or not
+/// the API key is set: the client authenticates with its own token).
+pub fn collect_head(req: &Request<'_, '_>, query: &str) -> Result<CollectHead, HttpError> {
+    if req.method != Some("GET") {
+        return Err(err(405, "method not allowed: use GET"));
+    }
+    let hs: &[Header<'_>] = req.headers;
+    if values(hs, "host").count() != 1 {
+        return Err(err(400, "exactly one Host header required"));
+    }
+    if values(hs, "transfer-encoding").next().is_some()
+        || values(hs, "content-length").any(|v| v.trim_ascii() != b"0")
+    {
+        return Err(err(400, "request body not allowed"));
+    }
+    let token = bearer(hs)
+        .filter(|t| !t.is_empty())
+        .ok_or(err(401, "missing token"))?;
+    let token = std::str::from_utf8(token)
+        .map_err(|_| err(401, "unknown or revoked token"))?
+        .to_owned();
+    let (since, _device) = super::handshake::parse_query(query)?;
+    let keep_alive = !values(hs, "connection").any(|v| has_token(v, "close"));
+    Ok(CollectHead {
+        token,
+        since,
+        keep_alive,
+    })
+}
+
+/// The credentials of the one `Authorization: Bearer ...` header.
+fn bearer<'b>(hs: &[Header<'b>]) -> Option<&'b [u8]> {
     let mut found = values(hs, "authorization");
     let (Some(value), None) = (found.next(), found.next()) else {
-        return Err(err(401, "missing API key"));
+        return None;
     };
-    let value = value.trim_ascii();
-    let presented = match value.split_at_checked(7) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
-        _ => return Err(err(401, "missing API key")),
-    };
+    match value.trim_ascii().split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => Some(rest.trim_ascii()),
+        _ => None,
+    }
+}
+
+/// Rule 4: one `Authorization: Bearer KEY` header with the right key.
+fn authorize(hs: &[Header<'_>], key: &KeyDigest) -> Result<(), HttpError> {
+    let presented = bearer(hs).ok_or(err(401, "missing API key"))?;
     if equal_digests(&digest(presented), key) {
         Ok(())
     } else {
@@ -217,6 +262,7 @@ pub fn response(status: u16, keep_alive: bool, extra: &[(&str, &str)], body: &[u
 pub fn error_response(e: &HttpError) -> Vec<u8> {
     let extra: &[(&str, &str)] = match e.status {
         401 => &[("WWW-Authenticate", "Bearer realm=\"wspush\"")],
+        405 if e.reason.ends_with("GET") => &[("Allow", "GET")],
         405 => &[("Allow", "POST")],
         _ => &[],
     };

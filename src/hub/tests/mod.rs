@@ -31,6 +31,8 @@ pub(super) struct Rec {
     pub(super) closed: Vec<(ConnId, u16)>,
     pub(super) replies: Vec<(Value, bool)>,
     pub(super) events: Vec<Value>,
+    /// HTTP answers (`collect`): status and body.
+    pub(super) answers: Vec<(u16, Vec<u8>)>,
     pub(super) log: Vec<LogRecord<'static>>,
     /// What `sync_now` answers; how often it was asked.
     pub(super) sync_fails: bool,
@@ -64,6 +66,9 @@ impl Out for Rec {
     fn reply(&mut self, _to: Origin, line: Vec<u8>, logged: bool) {
         self.replies
             .push((serde_json::from_slice(&line).unwrap(), logged));
+    }
+    fn answer(&mut self, _to: Origin, status: u16, body: Vec<u8>) {
+        self.answers.push((status, body));
     }
     fn event(&mut self, _to: Origin, line: &[u8]) -> bool {
         self.events.push(serde_json::from_slice(line).unwrap());

@@ -186,3 +186,76 @@ fn a_jwt_topics_claim_limits_what_its_connection_may_follow() {
     let eve = connect_with(&mut h, &mut out, 0, 3, &bad);
     assert_eq!(out.closed.last(), Some(&(eve, auth::CLOSE_REJECTED)));
 }
+
+fn collect(h: &mut Hub, out: &mut Rec, token: &str, since: Option<u64>) -> (u16, Value) {
+    let origin = Origin::Http(ConnId {
+        key: 9,
+        generation: 1,
+    });
+    h.handle(
+        0,
+        Input::Collect {
+            origin,
+            token,
+            since,
+        },
+        out,
+    );
+    let (status, body) = out.answers.pop().expect("an answer");
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[test]
+fn collect_hands_over_held_messages_once() {
+    let mut h = hub_with(
+        Config {
+            mailbox: 10,
+            jwt: Some(jwt::Key::new(SECRET).unwrap()),
+            ..config()
+        },
+        &["ann"],
+    );
+    let mut out = Rec::default();
+    for i in 0..3 {
+        let reply = request(
+            &mut h,
+            &mut out,
+            0,
+            json!({"op": "push", "users": ["ann"], "content": i}),
+        );
+        assert_eq!(reply["queued"], 1);
+    }
+    let (status, got) = collect(&mut h, &mut out, "t-ann", None);
+    assert_eq!(status, 200);
+    let contents: Vec<&Value> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["content"])
+        .collect();
+    assert_eq!(contents, [&json!(0), &json!(1), &json!(2)]);
+    assert_eq!(
+        collect(&mut h, &mut out, "t-ann", None),
+        (200, json!([])),
+        "delivered now"
+    );
+    // With since, the history after it, as on the WebSocket URL; a JWT works too.
+    let token = mint(json!({"sub": "ann"}), SECRET);
+    let (_, got) = collect(&mut h, &mut out, &token, Some(2));
+    assert_eq!(got.as_array().unwrap().len(), 1);
+    assert_eq!(got[0]["seq"], 3);
+    let (status, got) = collect(&mut h, &mut out, "nope", None);
+    assert_eq!(status, 401);
+    assert_eq!(got["error"], "unknown or revoked token");
+    let stats = request(&mut h, &mut out, 0, json!({"op": "stats"}));
+    assert_eq!(stats["mailbox"], 0, "{stats}");
+}
+
+#[test]
+fn collect_without_a_mailbox_says_so() {
+    let mut h = hub(&["ann"]);
+    let mut out = Rec::default();
+    let (status, got) = collect(&mut h, &mut out, "t-ann", None);
+    assert_eq!(status, 404);
+    assert_eq!(got["ok"], false);
+}
