@@ -381,3 +381,42 @@ fn a_client_collects_its_held_messages_over_http() {
         }
     }
 }
+
+/// On a full disk an HTTP push is answered `503` with `"durable":false`,
+/// not `200`: the reply waited for the log, like a control reply.
+#[test]
+fn a_push_the_log_cannot_keep_is_a_503() {
+    let Some(fs) = small_tmpfs() else { return };
+    let data = fs.0.join("data").display().to_string();
+    let s = start(&["--data-dir", &data, "--mailbox", "1000"]);
+    let mut c = connect(&s);
+    let mut buf = Vec::new();
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let body = json!({"users": [format!("u{i}")], "content": "x".repeat(8000)}).to_string();
+        c.write_all(post("push", &body).as_bytes()).unwrap();
+        let r = read_http_response(&mut c, &mut buf);
+        let reply = json_of(&r);
+        statuses.push(r.status);
+        if r.status == 200 {
+            assert_eq!(reply["ok"], json!(true), "{reply}");
+            continue;
+        }
+        assert_eq!(r.status, 503, "{}", r.raw);
+        assert_eq!(reply["durable"], json!(false), "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().starts_with("data log: "),
+            "{reply}"
+        );
+        break;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&503),
+        "a 256 KiB disk never filled up"
+    );
+    assert!(
+        statuses.iter().filter(|&&st| st == 200).count() > 5,
+        "{statuses:?}"
+    );
+}

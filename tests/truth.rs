@@ -9,8 +9,7 @@ mod common;
 use std::io::{BufRead, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -215,49 +214,6 @@ fn frames_never_leave_before_their_seq_is_reserved_in_the_log() {
         assert!(recorded, "frame with seq {seq} arrived before its record");
         assert_eq!(c.read_reply()["ok"], true);
     }
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempdir().keep();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remount {size}");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-fn small_tmpfs() -> Option<Tmpfs> {
-    if unsafe { libc::geteuid() } != 0 {
-        skip_missing("mounting a tmpfs needs root");
-        return None;
-    }
-    let fs = Tmpfs::mount("256k");
-    if fs.is_none() {
-        skip_missing("mount -t tmpfs failed");
-    }
-    fs
 }
 
 fn wait_for_log(s: &Server, state: &str) -> Value {

@@ -1053,6 +1053,50 @@ pub fn skip_missing(why: &str) {
     println!("SKIPPED: {why}");
 }
 
+/// A small tmpfs mounted for one test, unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempdir().keep();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {size}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A 256 KiB tmpfs (root only), or a skip.
+pub fn small_tmpfs() -> Option<Tmpfs> {
+    if unsafe { libc::geteuid() } != 0 {
+        skip_missing("mounting a tmpfs needs root");
+        return None;
+    }
+    let fs = Tmpfs::mount("256k");
+    if fs.is_none() {
+        skip_missing("mount -t tmpfs failed");
+    }
+    fs
+}
+
 /// `name` as found on PATH.
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
