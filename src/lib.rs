@@ -15,8 +15,9 @@
 //!   - `hub/session.rs`: open connections and online users;
 //!     `hub/topics.rs`; `hub/deliver.rs`: the upgrade, the envelope,
 //!     fan-out; `hub/mailbox.rs`; `hub/schedule.rs`: delayed and periodic
-//!     jobs; `hub/ops.rs`: control requests, the one table of counters;
+//!     jobs; `hub/ops.rs`: control requests and queries;
 //!     `hub/events.rs`; `hub/journal.rs`: log records, replay, snapshot;
+//!     `hub/stats.rs`: the one table of counters, `/metrics`;
 //!     `hub/tokens.rs`; `hub/auth.rs`: admission (granted tokens and
 //!     JWTs) and the close codes of refused tokens.
 //! - [`io`]: the loop and everything that touches the OS.
@@ -27,6 +28,7 @@
 //!     `io/http_conn.rs`: HTTP API requests, their bodies and answers;
 //!     `io/ctrl_conn.rs`: control clients; `io/outbox.rs`: coalesced
 //!     vectored writes; `io/store.rs`: the log file; `io/heap.rs`;
+//!     `io/tallies.rs`: closes by code, HTTP errors by status, fan-out times;
 //!     `io/setup.rs`: sockets and limits at start.
 //! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
 //!   upgrade), `proto/http.rs` (the HTTP API's requests and answers),

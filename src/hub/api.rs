@@ -5,6 +5,7 @@ use core::net::SocketAddr;
 use std::rc::Rc;
 
 use super::journal::LogRecord;
+use super::stats::Histogram;
 use crate::proto::handshake::Upgrade;
 
 /// A connection, as the hub names it: the I/O side's slot `key` and a
@@ -135,8 +136,14 @@ pub struct Link {
 }
 
 /// Counters and facts the I/O side keeps, for `stats` and `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Transport<'a> {
+    /// Close frames the server started, by code (ascending).
+    pub closes: &'a [(u16, u64)],
+    /// HTTP error answers, by status (ascending).
+    pub http_errors: &'a [(u16, u64)],
+    /// How long writing each turn's push frames took.
+    pub fanout: Histogram,
     /// Connections still in their HTTP request.
     pub handshaking: usize,
     /// Bytes read from WebSocket connections.

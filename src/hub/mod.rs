@@ -36,6 +36,7 @@ pub mod mailbox;
 mod ops;
 mod schedule;
 pub mod session;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
@@ -45,7 +46,7 @@ pub use api::{
     Config, ConnId, FrameRef, Input, Key, Link, LogHealth, Origin, Out, Transport, key_of,
 };
 pub use journal::LogRecord;
-pub use ops::StatRow;
+pub use stats::{Histogram, StatRow};
 
 use mailbox::Mailbox;
 use schedule::Jobs;

@@ -3,42 +3,18 @@
 //! and `/metrics` read.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use super::journal::LogRecord;
 use super::mailbox::Status;
 use super::topics::{MAX_TOPIC, patterns, valid_topic};
-use super::{ConnId, Hub, Origin, Out, Transport, auth, tokens};
+use super::{ConnId, Hub, Origin, Out, auth, tokens};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
 const PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-
-/// One counter or gauge: its `stats` name, its `/metrics` name (without
-/// the `wspush_` prefix), its kind and its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatRow {
-    /// Field of the `stats` reply.
-    pub stat: &'static str,
-    /// Metric name after `wspush_`.
-    pub metric: &'static str,
-    /// `counter` or `gauge`.
-    pub kind: &'static str,
-    /// The value now.
-    pub value: u64,
-}
-
-const fn row(stat: &'static str, metric: &'static str, kind: &'static str, value: u64) -> StatRow {
-    StatRow {
-        stat,
-        metric,
-        kind,
-        value,
-    }
-}
 
 impl Hub {
     /// Carry out one parsed request; the reply's fields, or why not.
@@ -302,124 +278,5 @@ impl Hub {
             })
             .collect();
         json!({ "clients": list })
-    }
-
-    /// Every counter and gauge, once: `stats` and `/metrics` both read it.
-    pub fn stat_rows(&self, t: &Transport<'_>) -> Vec<StatRow> {
-        let s = &self.stats;
-        let mut rows = vec![
-            row(
-                "connections",
-                "connections",
-                "gauge",
-                self.sessions.len() as u64,
-            ),
-            row("handshaking", "handshaking", "gauge", t.handshaking as u64),
-            row("users", "users", "gauge", self.users.len() as u64),
-            row("tokens", "tokens", "gauge", self.tokens.len() as u64),
-            row("topics", "topics", "gauge", self.topics.len() as u64),
-            row("upgrades", "upgrades_total", "counter", s.upgrades),
-            row("rejected", "rejected_total", "counter", t.rejected),
-            row("pushes", "pushes_total", "counter", s.pushes),
-            row("seq", "seq", "gauge", self.seq.last),
-            row("messages_in", "messages_in_total", "counter", s.messages_in),
-            row(
-                "messages_out",
-                "messages_out_total",
-                "counter",
-                s.messages_out,
-            ),
-            row("bytes_in", "bytes_in_total", "counter", t.bytes_in),
-            row("bytes_out", "bytes_out_total", "counter", t.bytes_out),
-            row(
-                "evictions",
-                "idle_evictions_total",
-                "counter",
-                t.idle_evictions,
-            ),
-            row(
-                "slow_consumers",
-                "slow_consumers_total",
-                "counter",
-                t.slow_consumers,
-            ),
-            row("kicked", "kicked_total", "counter", s.kicked),
-            row(
-                "token_refusals",
-                "token_refusals_total",
-                "counter",
-                s.token_refusals,
-            ),
-            row(
-                "mailbox",
-                "mailbox_held",
-                "gauge",
-                self.mailbox.held() as u64,
-            ),
-            row(
-                "mailbox_bytes",
-                "mailbox_bytes",
-                "gauge",
-                self.mailbox.bytes() as u64,
-            ),
-            row(
-                "mailbox_evicted",
-                "mailbox_evicted_total",
-                "counter",
-                self.mailbox.evicted,
-            ),
-            row(
-                "mailbox_expired",
-                "mailbox_expired_total",
-                "counter",
-                self.mailbox.expired,
-            ),
-            row("jobs", "jobs", "gauge", self.jobs.len() as u64),
-            row(
-                "listeners",
-                "listeners",
-                "gauge",
-                self.listeners.len() as u64,
-            ),
-            row("uptime", "uptime_seconds", "gauge", t.uptime),
-        ];
-        if let Some(log) = &t.data_log {
-            let ok = u64::from(log.failed.is_none());
-            rows.push(row("data_log_ok", "data_log_ok", "gauge", ok));
-            rows.push(row(
-                "data_log_failures",
-                "data_log_failures_total",
-                "counter",
-                log.failures,
-            ));
-        }
-        rows
-    }
-
-    fn stats_json(&self, t: &Transport<'_>) -> Value {
-        let mut map = serde_json::Map::new();
-        for r in self.stat_rows(t) {
-            map.insert(r.stat.into(), json!(r.value));
-        }
-        map.remove("data_log_ok");
-        let (state, error, failures) = match &t.data_log {
-            None => ("off", None, 0),
-            Some(log) if log.failed.is_some() => ("failed", log.failed, log.failures),
-            Some(log) => ("ok", None, log.failures),
-        };
-        map.insert("data_log".into(), json!(state));
-        map.insert("data_log_error".into(), json!(error));
-        map.insert("data_log_failures".into(), json!(failures));
-        Value::Object(map)
-    }
-
-    /// `/metrics` in the Prometheus text format.
-    pub fn metrics(&self, t: &Transport<'_>) -> String {
-        let mut out = String::new();
-        for r in self.stat_rows(t) {
-            let (name, kind, value) = (r.metric, r.kind, r.value);
-            let _ = writeln!(out, "# TYPE wspush_{name} {kind}\nwspush_{name} {value}");
-        }
-        out
     }
 }

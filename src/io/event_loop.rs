@@ -167,6 +167,7 @@ impl Server {
             gone: Vec::new(),
             http_held: Vec::new(),
             traffic: Traffic::default(),
+            tallies: Default::default(),
             limits: Limits {
                 idle_ms: args.idle_timeout * 1000,
                 ping_ms: args.ping_interval * 1000,
@@ -315,6 +316,7 @@ impl Server {
             let conns = &mut self.wire.conns;
             if conns.len() >= self.hub.max_connections() + HANDSHAKE_SLACK {
                 self.wire.traffic.rejected += 1;
+                self.wire.tallies.http_error(503);
                 let _ = stream.write(&handshake::http_response(503, &[], "server full\n"));
                 continue;
             }

@@ -18,6 +18,7 @@ mod http_conn;
 pub mod outbox;
 mod setup;
 pub mod store;
+mod tallies;
 mod wire;
 mod ws_conn;
 

@@ -17,6 +17,7 @@ use super::conn::{Conn, Phase};
 use super::ctrl_conn::ControlConn;
 use super::outbox::{self, Backlog, Turn};
 use super::store::Store;
+pub use super::tallies::Tallies;
 use crate::hub::{ConnId, FrameRef, Key, Link, LogHealth, LogRecord, Origin, Out, Transport};
 use crate::proto::frame;
 use crate::proto::handshake::{self, HttpError};
@@ -90,6 +91,8 @@ pub struct Wire {
     pub http_held: Vec<HeldHttp>,
     /// Counters.
     pub traffic: Traffic,
+    /// Counters by close code and HTTP status, and the fan-out histogram.
+    pub tallies: Tallies,
     /// Timing and size settings.
     pub limits: Limits,
     /// Virtual ms now (read once per turn).
@@ -147,6 +150,7 @@ impl Wire {
     /// Refuse an HTTP API request from its head: a JSON error, then close.
     pub fn refuse_api(&mut self, key: usize, err: &HttpError) {
         self.traffic.rejected += 1;
+        self.tallies.http_error(err.status);
         debug!(
             "conn {}: API {} {}",
             self.conns[key].serial, err.status, err.reason
@@ -157,6 +161,7 @@ impl Wire {
     /// Refuse a request with an HTTP error.
     pub fn refuse_http(&mut self, key: usize, err: &HttpError) {
         self.traffic.rejected += 1;
+        self.tallies.http_error(err.status);
         debug!(
             "conn {}: HTTP {} {}",
             self.conns[key].serial, err.status, err.reason
@@ -175,6 +180,7 @@ impl Wire {
         if self.conns[key].phase != Phase::Open {
             return;
         }
+        self.tallies.close(code);
         self.queue(key, frame::encode_close(code, reason).into());
         self.conns[key].phase = Phase::Closing;
         self.arm(key, self.now + CLOSE_TIMEOUT_MS);
@@ -194,6 +200,7 @@ impl Wire {
         let backlog = conn.backlog.get_or_insert_with(Box::<Backlog>::default);
         backlog.truncate_to_partial();
         backlog.push(frame::encode_close(4000, "slow consumer").into());
+        self.tallies.close(4000);
         conn.phase = Phase::Closing;
         self.arm(key, self.now + CLOSE_TIMEOUT_MS);
     }
@@ -238,6 +245,10 @@ impl Wire {
         }
         let bytes = self.turn.take_bytes();
         self.turn.clear(dirty);
+        if let Some(first) = self.tallies.first_push.take() {
+            let us = u64::try_from(first.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.tallies.fanout.observe(us);
+        }
         bytes
     }
 
@@ -321,6 +332,7 @@ impl Out for Wire {
     }
 
     fn shared(&mut self, frame: Rc<[u8]>, key: Key) -> FrameRef {
+        self.tallies.first_push.get_or_insert_with(Instant::now);
         self.turn.add(frame, key)
     }
 
@@ -433,6 +445,9 @@ impl Out for Wire {
     fn transport(&self) -> Transport<'_> {
         let t = self.traffic;
         Transport {
+            closes: &self.tallies.closes,
+            http_errors: &self.tallies.http_errors,
+            fanout: self.tallies.fanout.clone(),
             handshaking: self
                 .conns
                 .iter()

@@ -116,7 +116,7 @@ impl Server {
             Outcome::Collect { head, consumed } => self.collect_request(key, head, consumed, bytes),
             Outcome::ApiReject(err) => self.wire.refuse_api(key, &err),
             Outcome::Reject(err) => self.wire.refuse_http(key, &err),
-            Outcome::Health => {
+            Outcome::Health { head } => {
                 let failed = self.wire.store.as_ref().and_then(|s| s.failed());
                 let response = match failed {
                     Some(reason) => {
@@ -124,12 +124,12 @@ impl Server {
                     }
                     None => handshake::http_response(200, &[], "ok\n"),
                 };
-                self.wire.http_answer(key, response);
+                self.wire.http_answer(key, head_or_all(response, head));
             }
-            Outcome::Metrics => {
+            Outcome::Metrics { head } => {
                 let body = self.hub.metrics(&crate::hub::Out::transport(&self.wire));
-                self.wire
-                    .http_answer(key, handshake::http_response(200, &[], &body));
+                let response = handshake::typed_response(200, handshake::METRICS_TYPE, &[], &body);
+                self.wire.http_answer(key, head_or_all(response, head));
             }
             Outcome::Upgrade { upgrade, consumed } => {
                 let conn = &self.wire.conns[key];
@@ -229,6 +229,7 @@ impl Server {
             Phase::Open => {
                 let id = conn.id(key);
                 self.feed(Input::Left { conn: id });
+                self.wire.tallies.close(code);
                 self.wire
                     .queue(key, frame::encode_close(code, reason).into());
                 self.wire.finish(key);
@@ -280,5 +281,14 @@ impl Server {
             self.wire.queue(key, ping);
         }
         self.wire.rearm_open(key);
+    }
+}
+
+/// A `HEAD` request gets the answer's head only.
+fn head_or_all(response: Vec<u8>, head: bool) -> Vec<u8> {
+    if head {
+        handshake::head_only(response)
+    } else {
+        response
     }
 }

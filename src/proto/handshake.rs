@@ -75,10 +75,16 @@ pub enum Outcome {
         /// Length of the request head; bytes after it are the client's first frames.
         consumed: usize,
     },
-    /// `GET /healthz`: the server answers it.
-    Health,
-    /// `GET /metrics`: the server answers it.
-    Metrics,
+    /// `GET /healthz` (or `HEAD`: `head` is true): the server answers it.
+    Health {
+        /// A `HEAD` request: the answer's head only.
+        head: bool,
+    },
+    /// `GET /metrics` (or `HEAD`): the server answers it.
+    Metrics {
+        /// A `HEAD` request: the answer's head only.
+        head: bool,
+    },
     /// A valid HTTP API request head (`POST /api/{op}`); its body follows.
     Api {
         /// What the head says.
@@ -120,6 +126,7 @@ const fn err(status: u16, reason: &'static str) -> HttpError {
 const TOO_LARGE: HttpError = err(431, "request head too large");
 const NOT_FOUND: HttpError = err(404, "not found");
 const NOT_ALLOWED: HttpError = err(405, "method not allowed");
+const NOT_ALLOWED_PLAIN: HttpError = err(405, "method not allowed: use GET or HEAD");
 const BAD_HEADER: HttpError = err(400, "bad header value");
 
 /// Examine the bytes received so far.
@@ -166,16 +173,17 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
         });
     }
     let is_get = method == "GET";
+    let head = method == "HEAD";
     let plain = match path {
-        "/healthz" => Some(Outcome::Health),
-        "/metrics" => Some(Outcome::Metrics),
+        "/healthz" => Some(Outcome::Health { head }),
+        "/metrics" => Some(Outcome::Metrics { head }),
         _ => None,
     };
     if let Some(outcome) = plain {
-        return if is_get {
+        return if is_get || head {
             Ok(outcome)
         } else {
-            Err(NOT_ALLOWED)
+            Err(NOT_ALLOWED_PLAIN)
         };
     }
     // A configured trailing slash ("/push/") would otherwise demand "//".
@@ -383,8 +391,21 @@ pub(super) fn reason_phrase(status: u16) -> &'static str {
 /// alive), the given extra headers, and `body` (for errors: reason + "\n").
 /// Standard reason phrases for 200, 400, 401, 403, 404, 405, 408, 426, 431, 500, 503.
 pub fn http_response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    typed_response(status, "text/plain; charset=utf-8", extra_headers, body)
+}
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format.
+pub const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// [`http_response`] with another `Content-Type`.
+pub fn typed_response(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n",
         reason_phrase(status),
         body.len()
@@ -397,12 +418,22 @@ pub fn http_response(status: u16, extra_headers: &[(&str, &str)], body: &str) ->
     out.into_bytes()
 }
 
+/// The answer to a `HEAD` request: `response` without its body (the head
+/// keeps the `Content-Length` the body would have had).
+pub fn head_only(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
+}
+
 /// The response for a [`Outcome::Reject`]: [`http_response`] with the reason as
 /// body, adding `Sec-WebSocket-Version: 13` for 426 and `Allow: GET` for 405.
 pub fn reject_response(err: &HttpError) -> Vec<u8> {
     let extra: &[(&str, &str)] = match err.status {
         // Tells the client which protocol version we do speak (RFC 6455 §4.4).
         426 => &[("Sec-WebSocket-Version", "13")],
+        405 if err.reason.ends_with("GET or HEAD") => &[("Allow", "GET, HEAD")],
         405 => &[("Allow", "GET")],
         _ => &[],
     };

@@ -163,8 +163,10 @@ fn rejects() {
 #[test]
 fn accepted_variants() {
     let plain = |target: &str| raw(&format!("GET {target} HTTP/1.1"), &["Host: a"]);
-    assert_eq!(run(&plain("/healthz")), Outcome::Health);
-    assert_eq!(run(&plain("/metrics?x")), Outcome::Metrics);
+    assert_eq!(run(&plain("/healthz")), Outcome::Health { head: false });
+    assert_eq!(run(&plain("/metrics?x")), Outcome::Metrics { head: false });
+    let head = [b"HEAD".as_slice(), &plain("/healthz")[3..]].concat();
+    assert_eq!(run(&head), Outcome::Health { head: true });
     assert_eq!(upgrade(&get("/push", &[])).0.token, "");
     assert_eq!(upgrade(&get("/push/", &[])).0.token, "");
     assert_eq!(upgrade(&get("/push/../x", &[])).0.token, "../x");
