@@ -219,10 +219,10 @@ pub struct KickArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// WebSocket + HTTP listen address (loopback by default; put a TLS proxy in front for the world).
-    #[arg(long, env = "WSPUSH_LISTEN", default_value = "127.0.0.1:7001")]
+    #[arg(long, env = "WSPUSH_LISTEN", default_value = "127.0.0.1:7001", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Clients connect to PATH/{token}.
-    #[arg(long, env = "WSPUSH_WS_PATH", default_value = "/push")]
+    #[arg(long, env = "WSPUSH_WS_PATH", default_value = "/push", value_parser = parse_ws_path)]
     pub ws_path: String,
     /// Control socket path (Unix stream socket, newline-delimited JSON).
     #[arg(long, env = "WSPUSH_CONTROL", default_value = DEFAULT_CONTROL)]
@@ -268,11 +268,13 @@ pub struct ServeArgs {
     /// With --echo, at least twice the message size limit.
     #[arg(long, env = "WSPUSH_MAX_OUTBOUND", default_value_t = 1 << 20)]
     pub max_outbound: usize,
-    /// Allowed browser Origin (exact scheme://host[:port]); repeatable. None: any.
+    /// Allowed browser Origin, http(s)://host[:port] (case and default port do not matter; no path);
+    /// repeatable. None: any.
     #[arg(
         long = "allowed-origin",
         env = "WSPUSH_ALLOWED_ORIGIN",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_origin
     )]
     pub allowed_origins: Vec<String>,
     /// Messages held per offline user (and history kept for `?since=`); 0 = off.
@@ -311,6 +313,32 @@ impl ServeArgs {
         }
         Only::parse_from(["wspush"]).serve
     }
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    crate::proto::handshake::normalize_origin(s).ok_or_else(|| {
+        format!("{s:?} is not an origin: scheme://host[:port] with scheme http or https, no path")
+    })
+}
+
+fn parse_ws_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains(['?', '#', ' ']) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a path: it must start with '/', e.g. /push"
+        ))
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let mut found = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{s:?} names no address"))
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use log::debug;
+use log::{debug, info};
 
 use super::tokens::{self, TokenTag};
 use super::topics;
@@ -199,10 +199,15 @@ impl Hub {
             Refusal::Rejected(reason) => (CLOSE_REJECTED, reason),
             Refusal::Expired(reason) => (CLOSE_EXPIRED, reason),
         };
-        debug!(
-            "conn {serial}: token refused, {reason} (token {})",
-            tokens::fingerprint(&request.token)
-        );
+        if let Some(suppressed) = self.refusal_log.take(self.now) {
+            let peer = out.link(conn).and_then(|l| l.peer);
+            let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            info!(
+                "conn {serial}: token refused ({code} {reason}) from {peer}, token {}{}",
+                tokens::fingerprint(&request.token),
+                super::suppressed_note(suppressed)
+            );
+        }
         self.stats.token_refusals += 1;
         if self.config.token_http {
             return out.refuse(conn, 401, reason);

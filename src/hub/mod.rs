@@ -46,7 +46,7 @@ pub use api::{
     Config, ConnId, FrameRef, Input, Key, Link, LogHealth, Origin, Out, Transport, key_of,
 };
 pub use journal::LogRecord;
-pub use stats::{Histogram, StatRow};
+pub use stats::{Histogram, LogBudget, StatRow, suppressed_note};
 
 use mailbox::Mailbox;
 use schedule::Jobs;
@@ -112,6 +112,8 @@ pub struct Hub {
     tokens: Tokens,
     /// Connections admitted by a JWT: their claims and expiry.
     signed: auth::Signed,
+    /// Rate limit of the info lines about refused tokens.
+    refusal_log: LogBudget,
     /// Open connections, by slot.
     sessions: Sessions,
     /// Online users and their connection lists.
@@ -152,6 +154,7 @@ impl Hub {
             now: 0,
             tokens,
             signed: auth::Signed::default(),
+            refusal_log: LogBudget::default(),
             sessions,
             users: Users::default(),
             topics: Topics::default(),

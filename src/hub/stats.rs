@@ -84,6 +84,47 @@ impl Histogram {
     }
 }
 
+/// Log lines a second at most for one kind of refusal: a scanner must not
+/// flood the log.
+pub const LOG_LINES_PER_SEC: u32 = 10;
+
+/// A budget of [`LOG_LINES_PER_SEC`] log lines per second of virtual time;
+/// what it refuses is counted and reported with the next line it allows.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    second: u64,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Whether a line may be logged at virtual ms `now`; when it may, how
+    /// many were suppressed since the last one.
+    pub fn take(&mut self, now_ms: u64) -> Option<u64> {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.second = second;
+            self.used = 0;
+        }
+        if self.used < LOG_LINES_PER_SEC {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// `" (N more not logged)"` when lines were suppressed.
+pub fn suppressed_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more not logged)")
+    }
+}
+
 impl Hub {
     /// Every counter and gauge, once: `stats` and `/metrics` both read it.
     pub fn stat_rows(&self, t: &Transport<'_>) -> Vec<StatRow> {
@@ -340,6 +381,16 @@ fn seconds(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_budget_allows_ten_a_second_and_counts_the_rest() {
+        let mut b = LogBudget::default();
+        let allowed = (0..25).filter(|_| b.take(5_000).is_some()).count();
+        assert_eq!(allowed, 10);
+        assert_eq!(b.take(5_999), None);
+        assert_eq!(b.take(6_000), Some(16), "the suppressed ones are reported");
+        assert_eq!(b.take(6_001), Some(0));
+    }
 
     #[test]
     fn observations_land_in_their_bucket_and_print_cumulatively() {

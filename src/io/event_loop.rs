@@ -125,6 +125,14 @@ impl Server {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             tokens.load(&text, &path.display().to_string())?;
         }
+        // Every file a flag names is read before anything is bound.
+        let started_unix_ms = unix_ms();
+        let config = setup::hub_config(&args, max_connections, started_unix_ms)?;
+        let api_key = args
+            .api_key_file
+            .as_deref()
+            .map(setup::api_key)
+            .transpose()?;
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
         let mut listener = TcpListener::bind(args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -140,7 +148,6 @@ impl Server {
         };
         register().map_err(|e| format!("cannot register with poll: {e}"))?;
         let started = Instant::now();
-        let started_unix_ms = unix_ms();
         let max_message = match args.max_message_size {
             Some(explicit) => explicit,
             None if args.echo => ECHO_MAX_MESSAGE,
@@ -156,7 +163,6 @@ impl Server {
             "open-file limit {fd_limit}: up to {max_connections} connections; {} tokens loaded",
             tokens.len()
         );
-        let config = setup::hub_config(&args, max_connections, started_unix_ms)?;
         let wire = Wire {
             conns: Slab::new(),
             ctrls: Slab::new(),
@@ -194,11 +200,7 @@ impl Server {
             next_serial: 1,
             max_message,
             shutting_down: false,
-            api_key: args
-                .api_key_file
-                .as_deref()
-                .map(setup::api_key)
-                .transpose()?,
+            api_key,
             args,
         };
         if let Some(dir) = server.args.data_dir.clone() {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::hub::Histogram;
+use crate::hub::{Histogram, LogBudget};
 
 /// Counters by key, for `/metrics`.
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ pub struct Tallies {
     pub fanout: Histogram,
     /// When this turn's first push was routed, if it has one.
     pub first_push: Option<Instant>,
+    /// Rate limit of the info lines about refused HTTP requests.
+    pub refusal_log: LogBudget,
 }
 
 impl Tallies {

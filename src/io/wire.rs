@@ -9,7 +9,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
-use log::{debug, error};
+use log::{debug, error, info};
 use slab::Slab;
 
 use super::Timer;
@@ -149,24 +149,38 @@ impl Wire {
 
     /// Refuse an HTTP API request from its head: a JSON error, then close.
     pub fn refuse_api(&mut self, key: usize, err: &HttpError) {
-        self.traffic.rejected += 1;
-        self.tallies.http_error(err.status);
-        debug!(
-            "conn {}: API {} {}",
-            self.conns[key].serial, err.status, err.reason
-        );
+        self.note_refusal(key, err, None);
         self.http_answer(key, crate::proto::http::error_response(err));
     }
 
-    /// Refuse a request with an HTTP error.
-    pub fn refuse_http(&mut self, key: usize, err: &HttpError) {
+    /// Refuse a request with an HTTP error; `origin` is the `Origin` it
+    /// sent, shown in the log line of a 403.
+    pub fn refuse_http(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
+        self.note_refusal(key, err, origin);
+        self.http_answer(key, handshake::reject_response(err));
+    }
+
+    /// Count a refused request and log it at info, at most
+    /// [`crate::hub::stats::LOG_LINES_PER_SEC`] lines a second.
+    fn note_refusal(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
         self.traffic.rejected += 1;
         self.tallies.http_error(err.status);
-        debug!(
-            "conn {}: HTTP {} {}",
-            self.conns[key].serial, err.status, err.reason
+        let Some(suppressed) = self.tallies.refusal_log.take(self.now) else {
+            return;
+        };
+        let conn = &self.conns[key];
+        let peer = conn
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_string(), |p| p.to_string());
+        let origin = origin.map_or_else(String::new, |o| format!(", Origin {o:?}"));
+        info!(
+            "conn {}: HTTP {} {} from {peer}{origin}{}",
+            conn.serial,
+            err.status,
+            err.reason,
+            crate::hub::suppressed_note(suppressed)
         );
-        self.http_answer(key, handshake::reject_response(err));
     }
 
     /// Last bytes are queued: drop the socket once they are written.
@@ -321,7 +335,7 @@ impl Out for Wire {
 
     fn refuse(&mut self, conn: ConnId, status: u16, reason: &'static str) {
         if self.conn(conn).is_some() {
-            self.refuse_http(conn.key as usize, &HttpError { status, reason });
+            self.refuse_http(conn.key as usize, &HttpError { status, reason }, None);
         }
     }
 

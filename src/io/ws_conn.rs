@@ -115,7 +115,12 @@ impl Server {
             Outcome::Api { head, consumed } => return self.api_request(key, head, consumed, bytes),
             Outcome::Collect { head, consumed } => self.collect_request(key, head, consumed, bytes),
             Outcome::ApiReject(err) => self.wire.refuse_api(key, &err),
-            Outcome::Reject(err) => self.wire.refuse_http(key, &err),
+            Outcome::Reject(err) => {
+                let origin = (err.status == 403)
+                    .then(|| handshake::origin_of(bytes))
+                    .flatten();
+                self.wire.refuse_http(key, &err, origin.as_deref());
+            }
             Outcome::Health { head } => {
                 let failed = self.wire.store.as_ref().and_then(|s| s.failed());
                 let response = match failed {
@@ -249,13 +254,13 @@ impl Server {
         }
         conn.timer = None;
         match conn.phase {
-            Phase::Handshake => self.wire.refuse_http(
-                key,
-                &HttpError {
+            Phase::Handshake => {
+                let timeout = HttpError {
                     status: 408,
                     reason: "handshake timeout",
-                },
-            ),
+                };
+                self.wire.refuse_http(key, &timeout, None);
+            }
             Phase::Open => self.idle_or_ping(key),
             Phase::Api { .. } => self.drop_conn(key, "HTTP request deadline passed"),
             Phase::Closing | Phase::Finishing => self.drop_conn(key, "close deadline passed"),

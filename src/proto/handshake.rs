@@ -110,7 +110,8 @@ pub enum Outcome {
 pub struct Rules<'a> {
     /// Path of the WebSocket endpoint, e.g. `/push`; tokens follow it after a `/`.
     pub ws_path: &'a str,
-    /// Allowed `Origin` values (ASCII case-insensitive); empty allows any.
+    /// Allowed `Origin` values, normalised ([`normalize_origin`]); empty
+    /// allows any.
     pub allowed_origins: &'a [String],
     /// Largest request head accepted, in bytes.
     pub max_head: usize,
@@ -230,13 +231,11 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
     if !STANDARD.decode(key).is_ok_and(|k| k.len() == 16) {
         return Err(err(400, "bad Sec-WebSocket-Key"));
     }
-    // Browsers always send Origin; non-browser clients may omit it.
+    // Browsers always send Origin; non-browser clients may omit it. The
+    // allowed list is already normalised (`--allowed-origin`).
     let allowed = |o: &[u8]| {
-        let o = o.trim_ascii();
-        rules
-            .allowed_origins
-            .iter()
-            .any(|a| a.as_bytes().eq_ignore_ascii_case(o))
+        let o = std::str::from_utf8(o).ok().and_then(normalize_origin);
+        o.is_some_and(|o| rules.allowed_origins.contains(&o))
     };
     if !rules.allowed_origins.is_empty() && !values(hs, "origin").all(allowed) {
         return Err(err(403, "origin not allowed"));
@@ -338,6 +337,52 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out)
         .ok()
         .filter(|s| !s.chars().any(char::is_control))
+}
+
+/// The `Origin` a request head sent (for the log line of a 403), at most
+/// 128 bytes of it.
+pub fn origin_of(buf: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = Request::new(&mut headers);
+    req.parse(buf).ok()?;
+    let value = values(req.headers, "origin").next()?;
+    let text = String::from_utf8_lossy(value);
+    Some(clip(&text, 128).to_owned())
+}
+
+/// An origin (`scheme://host[:port]`) in the form compared: scheme and
+/// host lowercased, the scheme's default port dropped, one trailing `/`
+/// allowed and dropped. `None` for anything else (a path, a query, user
+/// info, an unknown scheme, an empty host or a bad port), so a flag that
+/// could never match a browser is refused at start.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim();
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    // The port follows the last ':' unless that is inside an IPv6 literal.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    match port {
+        None => Some(format!("{scheme}://{host}")),
+        Some(p) if p.parse::<u16>().is_err() => None,
+        Some(p) if p.trim_start_matches('0') == default_port => Some(format!("{scheme}://{host}")),
+        Some(p) => Some(format!("{scheme}://{host}:{}", p.parse::<u16>().ok()?)),
+    }
 }
 
 /// RFC 6455 accept key: base64(sha1(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")).

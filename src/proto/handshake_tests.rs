@@ -210,3 +210,71 @@ fn responses() {
     assert!(r.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert!(r.ends_with("\r\n\r\n"));
 }
+
+#[test]
+fn origins_are_normalised_or_refused() {
+    let n = |s: &str| normalize_origin(s);
+    assert_eq!(
+        n("http://127.0.0.1:18080/").as_deref(),
+        Some("http://127.0.0.1:18080")
+    );
+    assert_eq!(
+        n("HTTP://Example.com:80").as_deref(),
+        Some("http://example.com")
+    );
+    assert_eq!(
+        n("https://example.com:443").as_deref(),
+        Some("https://example.com")
+    );
+    assert_eq!(
+        n("https://example.com:8443").as_deref(),
+        Some("https://example.com:8443")
+    );
+    assert_eq!(n("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
+    assert_eq!(n("http://[::1]").as_deref(), Some("http://[::1]"));
+    for bad in [
+        "not a url",
+        "example.com",
+        "ftp://example.com",
+        "http://",
+        "http://example.com/app",
+        "http://example.com?x",
+        "http://user@example.com",
+        "http://example.com:99999",
+        "http://example.com:x",
+        "http://[::1",
+        "null",
+    ] {
+        assert_eq!(n(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn a_sent_origin_matches_its_normal_form() {
+    let allowed = vec!["http://example.com".to_string()];
+    let rules = Rules {
+        ws_path: "/push",
+        allowed_origins: &allowed,
+        max_head: 8192,
+        api_key: None,
+    };
+    for (origin, ok) in [
+        ("http://example.com", true),
+        ("HTTP://EXAMPLE.COM:80", true),
+        ("http://example.com:8080", false),
+        ("https://example.com", false),
+        ("null", false),
+    ] {
+        let request = format!(
+            "GET /push/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Origin: {origin}\r\n\r\n"
+        );
+        let outcome = examine(request.as_bytes(), &rules);
+        assert_eq!(
+            matches!(outcome, Outcome::Upgrade { .. }),
+            ok,
+            "{origin}: {outcome:?}"
+        );
+    }
+}
