@@ -34,12 +34,13 @@ pub enum Command {
     /// Push a message to every connection subscribed to a topic.
     Publish(PublishArgs),
     /// Stop a delayed or periodic push.
-    Cancel(IdArgs),
+    Cancel(CancelArgs),
     /// List message records (needs --mailbox on the server).
     Messages(MessagesArgs),
     /// Delete a message's records; a held message is then never sent.
-    Delete(IdArgs),
-    /// Stream online, offline and upstream-message events as JSON lines until interrupted.
+    Delete(DeleteArgs),
+    /// Stream online, offline and upstream-message events as JSON lines until interrupted
+    /// (exit 1 if the server closes the stream).
     Events(ControlArg),
     /// List connected clients.
     Clients(ClientsArgs),
@@ -83,12 +84,19 @@ pub struct PushOptions {
     /// Optional numeric type field of the envelope.
     #[arg(long = "type")]
     pub kind: Option<i64>,
-    /// The content: parsed as JSON when it is valid JSON, else sent as a string.
+    /// The content: sent as JSON when it parses as JSON, else as a string (with a note on
+    /// stderr); see --json and --text.
     pub content: String,
+    /// CONTENT must be valid JSON; otherwise nothing is sent (exit 2).
+    #[arg(long, conflicts_with = "text")]
+    pub json: bool,
+    /// Send CONTENT as a JSON string, even if it parses as JSON.
+    #[arg(long)]
+    pub text: bool,
     /// Latest-value key: replaces an unsent message with the same key.
     #[arg(long)]
     pub key: Option<String>,
-    /// Send once, after this many seconds.
+    /// Send after this many seconds (once, unless --every is given too).
     #[arg(long)]
     pub delay: Option<u64>,
     /// Send every this many seconds (after --delay, or one period from now).
@@ -110,10 +118,20 @@ pub struct PublishArgs {
     pub control: ControlArg,
 }
 
-/// `wspush cancel` / `wspush delete`.
+/// `wspush cancel`.
 #[derive(Debug, Args)]
-pub struct IdArgs {
-    /// The messageId (for cancel: the one the scheduling reply gave).
+pub struct CancelArgs {
+    /// The messageId of the scheduled push (the one its `--delay`/`--every` reply gave).
+    pub message_id: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub control: ControlArg,
+}
+
+/// `wspush delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The messageId whose records to delete (as `wspush messages` lists them).
     pub message_id: String,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -168,7 +186,7 @@ pub enum TokenCommand {
         #[allow(missing_docs)]
         control: ControlArg,
     },
-    /// Forget TOKEN and close its live connections with 1008.
+    /// Forget TOKEN and close its live connections with 4401.
     Revoke {
         /// The token to revoke.
         token: String,

@@ -1,6 +1,8 @@
-//! The control-socket client behind `wspush send`, `clients`, `stats`,
-//! `token grant|revoke|list` and `kick`: one request line, one reply line,
-//! printed to stdout. An `"ok":false` reply becomes an error (exit 1).
+//! The control-socket client behind `wspush send`, `publish`, `cancel`,
+//! `messages`, `delete`, `clients`, `stats`, `token grant|revoke|list` and
+//! `kick`: one request line, one reply line, printed to stdout. An
+//! `"ok":false` reply becomes an error (exit 1). `wspush events` instead
+//! copies the stream until the server closes it (also exit 1).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -65,6 +67,7 @@ pub fn run(command: Command) -> Result<(), String> {
     };
     let reply = request_once(&path, &request)?;
     println!("{reply}");
+    note_mailbox_off(&reply);
     if reply["ok"] == json!(true) {
         Ok(())
     } else {
@@ -77,9 +80,7 @@ pub fn run(command: Command) -> Result<(), String> {
 
 /// Fill in a push/publish request's content and optional fields.
 fn message(mut req: Value, options: PushOptions) -> Value {
-    // Content is JSON when it parses as JSON, else a plain string.
-    let content = options.content;
-    req["content"] = serde_json::from_str::<Value>(&content).unwrap_or(Value::String(content));
+    req["content"] = content(options.content, options.json, options.text);
     let optional = [
         ("title", options.title.map(Value::from)),
         ("type", options.kind.map(Value::from)),
@@ -95,7 +96,44 @@ fn message(mut req: Value, options: PushOptions) -> Value {
     req
 }
 
+/// CONTENT as the request's `content`: a JSON string with `--text`; parsed
+/// JSON with `--json` (a parse error is a usage error: exit 2, nothing
+/// sent); otherwise JSON when it parses, else a string, with a note on
+/// stderr so that broken JSON is not sent as text unnoticed.
+fn content(content: String, json: bool, text: bool) -> Value {
+    if text {
+        return Value::String(content);
+    }
+    match serde_json::from_str::<Value>(&content) {
+        Ok(value) => value,
+        Err(e) if json => usage_error(&format!("CONTENT is not valid JSON (--json): {e}")),
+        Err(_) => {
+            eprintln!(
+                "wspush: CONTENT is not JSON; sent as a string \
+                 (use --json to require JSON, --text to silence this)"
+            );
+            Value::String(content)
+        }
+    }
+}
+
+/// Report a bad command line the way clap does: on stderr, exit 2.
+fn usage_error(message: &str) -> ! {
+    eprintln!("wspush: {message}");
+    std::process::exit(2)
+}
+
+/// A `messages` reply from a server without `--mailbox` says
+/// `"mailbox":"off"`: tell the user why the list is empty.
+fn note_mailbox_off(reply: &Value) {
+    if reply["mailbox"] == json!("off") {
+        eprintln!("wspush: the server runs without --mailbox, so it keeps no message records");
+    }
+}
+
 /// `wspush events`: ask for the stream and copy it to stdout line by line.
+/// The stream only ends when the server closes it, which is an error: a
+/// script watching events must learn that it no longer gets any.
 fn stream_events(path: &Path) -> Result<(), String> {
     let mut stream = connect(path)?;
     stream
@@ -108,7 +146,7 @@ fn stream_events(path: &Path) -> Result<(), String> {
             .and_then(|()| out.flush())
             .map_err(|e| format!("stdout: {e}"))?;
     }
-    Ok(())
+    Err("the server closed the events stream".into())
 }
 
 fn connect(path: &Path) -> Result<UnixStream, String> {

@@ -361,3 +361,202 @@ fn cli_new_subcommands_have_help() {
         }
     }
 }
+
+fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn cli_send_json_refuses_bad_json_and_sends_nothing() {
+    let s = Server::start(&[]);
+    s.grant("ta", "alice");
+    let mut a = s.ws_connect("ta");
+    let c = ctl(&s);
+    for args in [
+        vec!["send", "--control", &c, "--json", "{bad"],
+        vec!["send", "--control", &c, "--user", "alice", "--json", "{bad"],
+        vec!["publish", "--control", &c, "-t", "t", "--json", "{bad"],
+    ] {
+        let out = s.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = stderr_text(&out);
+        assert!(
+            err.contains("not valid JSON") && err.contains("line 1"),
+            "{args:?}: stderr does not name the parse error: {err:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: printed a reply");
+    }
+    assert_eq!(s.stats()["pushes"], json!(0));
+    assert!(sync_json(&mut a).is_empty(), "bad JSON reached a client");
+
+    // valid JSON with --json is sent as JSON, without a note
+    let out = s.cli(&["send", "--control", &c, "--json", r#"{"a":1}"#]);
+    assert_eq!(stdout_json(&out)["delivered"], json!(1));
+    assert_eq!(stderr_text(&out), "");
+    assert_eq!(recv_json(&mut a)["content"], json!({"a":1}));
+}
+
+#[test]
+fn cli_send_and_publish_text_send_json_as_a_string() {
+    let s = Server::start(&[]);
+    s.grant("ta", "alice");
+    let mut a = s.ws_connect("ta");
+    subscribe(&mut a, "t");
+    let c = ctl(&s);
+    let out = s.cli(&["send", "--control", &c, "--text", r#"{"a":1}"#]);
+    assert_eq!(stdout_json(&out)["delivered"], json!(1));
+    assert_eq!(stderr_text(&out), "", "--text printed a note");
+    let m = recv_json(&mut a);
+    assert_eq!(m["content"], json!(r#"{"a":1}"#), "{m}");
+    assert!(m.to_string().contains(r#""content":"{\"a\":1}""#), "{m}");
+
+    let out = s.cli(&["publish", "--control", &c, "-t", "t", "--text", "42"]);
+    assert_eq!(stdout_json(&out)["delivered"], json!(1));
+    assert_eq!(recv_json(&mut a)["content"], json!("42"));
+}
+
+#[test]
+fn cli_send_bad_json_without_flags_is_sent_as_text_with_a_note() {
+    let s = Server::start(&[]);
+    s.grant("ta", "alice");
+    let mut a = s.ws_connect("ta");
+    let c = ctl(&s);
+    let out = s.cli(&["send", "--control", &c, "{bad json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout_json(&out)["delivered"], json!(1));
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("not JSON; sent as a string") && err.contains("--text"),
+        "no note on stderr: {err:?}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert_eq!(recv_json(&mut a)["content"], json!("{bad json"));
+
+    // JSON content gets no note
+    let out = s.cli(&["send", "--control", &c, "[1]"]);
+    assert_eq!(stderr_text(&out), "");
+    assert_eq!(recv_json(&mut a)["content"], json!([1]));
+}
+
+#[test]
+fn cli_json_and_text_conflict() {
+    let s = Server::start(&[]);
+    let c = ctl(&s);
+    for args in [
+        vec!["send", "--control", &c, "--json", "--text", "1"],
+        vec![
+            "publish",
+            "--control",
+            &c,
+            "-t",
+            "t",
+            "--text",
+            "--json",
+            "1",
+        ],
+    ] {
+        let out = s.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = stderr_text(&out);
+        assert!(err.contains("cannot be used with"), "{args:?}: {err:?}");
+    }
+    assert_eq!(s.stats()["pushes"], json!(0));
+}
+
+#[test]
+fn cli_events_exits_1_when_the_server_goes_away() {
+    let mut s = Server::start(&[]);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["events", "--control", &ctl(&s)]);
+    let events = std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(10)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stats()["listeners"] != json!(1) {
+        assert!(Instant::now() < deadline, "wspush events never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.sigterm();
+    s.wait_exit(Duration::from_secs(10));
+    let out = events.join().expect("wspush events did not exit in time");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("wspush: the server closed the events stream"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cli_messages_without_mailbox_says_it_is_off() {
+    let s = Server::start(&[]);
+    s.push(&["carol"], json!(1));
+    let out = s.cli(&["messages", "--control", &ctl(&s)]);
+    assert!(out.status.success(), "{out:?}");
+    let r = stdout_json(&out);
+    assert_eq!(r["ok"], json!(true), "{r}");
+    assert_eq!(r["mailbox"], json!("off"), "{r}");
+    assert_eq!(r["messages"], json!([]), "{r}");
+    let err = stderr_text(&out);
+    assert!(err.contains("without --mailbox"), "no note: {err:?}");
+}
+
+#[test]
+fn cli_messages_with_mailbox_has_no_note() {
+    let s = Server::start(&["--mailbox", "10"]);
+    s.push(&["carol"], json!(1));
+    let out = s.cli(&["messages", "--control", &ctl(&s)]);
+    let r = stdout_json(&out);
+    assert!(r.get("mailbox").is_none(), "{r}");
+    assert_eq!(r["messages"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(stderr_text(&out), "");
+}
+
+fn help_of(args: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).arg("--help");
+    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "{args:?} --help exited {:?}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn cli_help_texts_describe_their_own_subcommand() {
+    let delete = help_of(&["delete"]);
+    assert!(delete.contains("records"), "{delete}");
+    assert!(
+        !delete.to_lowercase().contains("cancel"),
+        "delete --help speaks of cancel:\n{delete}"
+    );
+    let cancel = help_of(&["cancel"]);
+    assert!(cancel.contains("scheduled"), "{cancel}");
+    assert!(!cancel.contains("records"), "{cancel}");
+    let revoke = help_of(&["token", "revoke"]);
+    assert!(
+        revoke.contains("4401") && !revoke.contains("1008"),
+        "revoke closes with 4401:\n{revoke}"
+    );
+    let events = help_of(&["events"]);
+    assert!(events.contains("server closes"), "{events}");
+    for sub in ["send", "publish"] {
+        let text = help_of(&[sub]);
+        for f in ["--json", "--text"] {
+            assert!(text.contains(f), "{sub} --help lacks {f}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn cli_version() {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--version");
+    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wspush {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(env!("CARGO_PKG_VERSION"), "0.1.0");
+}

@@ -213,6 +213,8 @@ impl Hub {
         Ok(json!({ "closed": doomed.len() }))
     }
 
+    /// `messages`: one page of mailbox records; `"mailbox":"off"` when the
+    /// server runs without `--mailbox`.
     fn messages(
         &self,
         user: Option<&str>,
@@ -246,7 +248,13 @@ impl Hub {
                 })
             })
             .collect();
-        Ok(json!({ "messages": list, "next": next }))
+        let mut reply = json!({ "messages": list, "next": next });
+        if !self.mailbox.enabled() {
+            // Without --mailbox nothing is ever recorded: say so rather
+            // than answer a list that only looks empty.
+            reply["mailbox"] = json!("off");
+        }
+        Ok(reply)
     }
 
     fn clients(&self, user: Option<&str>, out: &impl Out) -> Value {
