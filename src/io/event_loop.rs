@@ -221,6 +221,8 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let started = self.wire.started;
+        // Bound, restored and announced (`serve` printed its listening line).
+        setup::notify("READY=1");
         loop {
             let now = self.wire.now;
             let timeout = if self.again.is_empty() {
@@ -426,6 +428,7 @@ impl Server {
             self.wire.conns.len()
         );
         self.shutting_down = true;
+        setup::notify("STOPPING=1");
         self.listeners.ws = None;
         self.listeners.control = None;
         let _ = std::fs::remove_file(&self.listeners.control_path);

@@ -1,13 +1,16 @@
 //! Setting up the sockets and the process: the control socket's file,
-//! the open-file limit, the listen backlog, and the errors that mean
-//! "out of descriptors" or "out of disk".
+//! the open-file limit, the listen backlog, the errors that mean
+//! "out of descriptors" or "out of disk", and telling systemd we are ready.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, UnixListener};
 
 use crate::cli::ServeArgs;
@@ -47,6 +50,42 @@ pub fn bind_control(path: &Path, mode: u32) -> Result<UnixListener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// Tell the service manager about a state change (the sd_notify protocol):
+/// `READY=1` once listening, `STOPPING=1` when a graceful shutdown begins.
+/// One datagram to the Unix socket named by `NOTIFY_SOCKET`: a path, or an
+/// abstract name when it starts with `@`. Without the variable (not run by
+/// systemd with `Type=notify`) nothing happens; failures are logged at debug
+/// and otherwise ignored, as the server runs the same either way.
+pub fn notify(state: &str) {
+    let Some(name) = std::env::var_os("NOTIFY_SOCKET").filter(|n| !n.is_empty()) else {
+        return;
+    };
+    match send_notify(&name, state) {
+        Ok(()) => debug!("sd_notify {state:?} sent to {}", name.display()),
+        Err(e) => debug!("sd_notify {state:?} to {}: {e}", name.display()),
+    }
+}
+
+/// One unbound datagram socket per message: sent twice in a run, not worth
+/// keeping a descriptor for.
+fn send_notify(name: &OsStr, state: &str) -> io::Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    match name.as_bytes().strip_prefix(b"@") {
+        #[cfg(target_os = "linux")]
+        Some(abstract_name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => return Err(io::ErrorKind::Unsupported.into()),
+        None => {
+            socket.send_to(state.as_bytes(), Path::new(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Raise the soft open-file limit to the hard one; returns the limit in force.
