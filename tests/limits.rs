@@ -27,7 +27,11 @@ fn allowed_origin_gives_403_to_other_origins() {
     assert_eq!(status(&["http://ok.example"]), 101);
     assert_eq!(status(&["https://b.example:8443"]), 101);
     assert_eq!(status(&["HTTP://OK.EXAMPLE"]), 101, "case-insensitive");
-    assert_eq!(status(&["http://ok.example:80"]), 101, "the default port is no port");
+    assert_eq!(
+        status(&["http://ok.example:80"]),
+        101,
+        "the default port is no port"
+    );
     assert_eq!(status(&[]), 101, "no Origin: a non-browser client");
     for bad in [
         "http://evil.example",
