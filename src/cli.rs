@@ -295,6 +295,15 @@ pub struct ServeArgs {
         value_parser = parse_origin
     )]
     pub allowed_origins: Vec<String>,
+    /// A proxy (ADDR or ADDR/BITS) whose X-Forwarded-For is believed: clients, events and logs
+    /// then show the forwarded client; repeatable. None: the header is never believed.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WSPUSH_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_parser = crate::proto::proxy::Cidr::parse
+    )]
+    pub trusted_proxies: Vec<crate::proto::proxy::Cidr>,
     /// Messages held per offline user (and history kept for `?since=`); 0 = off.
     #[arg(long, env = "WSPUSH_MAILBOX", default_value_t = 0)]
     pub mailbox: usize,

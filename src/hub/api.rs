@@ -1,7 +1,7 @@
 //! What goes into the hub and what comes out: [`Input`], the sink [`Out`]
 //! with the facts it may ask of the I/O side, the ids, and [`Config`].
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use super::journal::LogRecord;
@@ -131,6 +131,9 @@ pub enum Input<'a> {
 pub struct Link {
     /// The peer's address (none once the peer has reset the connection).
     pub peer: Option<SocketAddr>,
+    /// The client a trusted proxy forwarded this connection for
+    /// (`--trusted-proxy`); `peer` is then that proxy.
+    pub forwarded: Option<IpAddr>,
     /// Virtual ms of the last byte received.
     pub last_seen_ms: u64,
 }

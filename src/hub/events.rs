@@ -65,7 +65,7 @@ impl Hub {
             "connection": session.serial,
         });
         if online {
-            let peer = out.link(conn).and_then(|l| l.peer).map(|p| p.to_string());
+            let peer = out.link(conn).as_ref().and_then(super::ops::peer_of);
             event["peer"] = json!(peer);
             event["device"] = json!(session.device.as_deref());
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::journal::LogRecord;
 use super::mailbox::Status;
 use super::topics::{MAX_TOPIC, patterns, valid_topic};
-use super::{ConnId, Hub, Origin, Out, auth, tokens};
+use super::{ConnId, Hub, Link, Origin, Out, auth, tokens};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
@@ -276,7 +276,8 @@ impl Hub {
                 Some(json!({
                     "user": &**name,
                     "id": s.serial,
-                    "peer": link.and_then(|l| l.peer).map(|p| p.to_string()),
+                    "peer": link.as_ref().and_then(peer_of),
+                    "proxy": link.as_ref().filter(|l| l.forwarded.is_some()).and_then(|l| l.peer).map(|p| p.to_string()),
                     "device": s.device.as_deref(),
                     "connected_at": base + s.connected_ms,
                     "last_seen": base + link.map_or(s.connected_ms, |l| l.last_seen_ms),
@@ -286,5 +287,15 @@ impl Hub {
             })
             .collect();
         json!({ "clients": list })
+    }
+}
+
+/// What `clients` and events show as a connection's peer: the client a
+/// trusted proxy forwarded it for (an address without a port), else the
+/// TCP peer.
+pub(super) fn peer_of(link: &Link) -> Option<String> {
+    match link.forwarded {
+        Some(client) => Some(client.to_string()),
+        None => link.peer.map(|p| p.to_string()),
     }
 }

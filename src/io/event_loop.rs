@@ -172,6 +172,7 @@ impl Server {
             ctrl_dirty: Vec::new(),
             gone: Vec::new(),
             http_held: Vec::new(),
+            forwarded: Default::default(),
             traffic: Traffic::default(),
             tallies: Default::default(),
             limits: Limits {

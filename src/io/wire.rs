@@ -5,7 +5,9 @@
 //! Nothing here decides who gets what; that is the hub's. Everything here
 //! is about bytes, sockets and deadlines.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -89,6 +91,9 @@ pub struct Wire {
     pub gone: Vec<ConnId>,
     /// HTTP API replies of this turn, answered once the log is synced.
     pub http_held: Vec<HeldHttp>,
+    /// The client each connection came through a trusted proxy for, by
+    /// slot with its generation (only such connections have an entry).
+    pub forwarded: HashMap<usize, (u32, IpAddr)>,
     /// Counters.
     pub traffic: Traffic,
     /// Counters by close code and HTTP status, and the fan-out histogram.
@@ -223,6 +228,7 @@ impl Wire {
     /// and the hub will hear that it left.
     pub fn drop_conn(&mut self, key: usize, why: &str) {
         let conn = self.conns.remove(key);
+        self.forwarded.remove(&key);
         if let Some(timer) = conn.timer {
             self.wheel.cancel(timer);
         }
@@ -452,6 +458,11 @@ impl Out for Wire {
             // Asked of the kernel rather than kept: 32 B per connection
             // for a fact only `clients` and the online event show.
             peer: c.stream.peer_addr().ok(),
+            forwarded: self
+                .forwarded
+                .get(&(conn.key as usize))
+                .filter(|(generation, _)| *generation == conn.generation)
+                .map(|&(_, ip)| ip),
             last_seen_ms: c.last_read_ms,
         })
     }

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 
-use log::{debug, trace};
+use log::{debug, info, trace};
 
 use super::conn::{self, Event, Input as Pending, Phase, Verdict};
 use super::event_loop::Server;
@@ -13,6 +13,7 @@ use super::{Again, WS_READ_BUDGET};
 use crate::hub::Input;
 use crate::proto::frame::{self, OpCode};
 use crate::proto::handshake::{self, HttpError, Outcome, Rules};
+use crate::proto::proxy;
 
 /// Largest HTTP request head (docs/protocol.md, "The WebSocket endpoint":
 /// beyond it, 431).
@@ -137,6 +138,7 @@ impl Server {
                 self.wire.http_answer(key, head_or_all(response, head));
             }
             Outcome::Upgrade { upgrade, consumed } => {
+                self.note_forwarded(key, upgrade.forwarded_for.as_deref());
                 let conn = &self.wire.conns[key];
                 let id = conn.id(key);
                 let serial = conn.serial;
@@ -286,6 +288,26 @@ impl Server {
             self.wire.queue(key, ping);
         }
         self.wire.rearm_open(key);
+    }
+}
+
+impl Server {
+    /// Believe `X-Forwarded-For` only from a trusted proxy
+    /// (`--trusted-proxy`): remember the client it names for this
+    /// connection, for `clients`, events and logs.
+    fn note_forwarded(&mut self, key: usize, forwarded_for: Option<&str>) {
+        let (Some(list), false) = (forwarded_for, self.args.trusted_proxies.is_empty()) else {
+            return;
+        };
+        let conn = &self.wire.conns[key];
+        let Ok(peer) = conn.stream.peer_addr() else {
+            return;
+        };
+        if let Some(client) = proxy::client(peer.ip(), list, &self.args.trusted_proxies) {
+            info!("conn {}: {client} through proxy {peer}", conn.serial);
+            let generation = conn.generation();
+            self.wire.forwarded.insert(key, (generation, client));
+        }
     }
 }
 

@@ -59,7 +59,8 @@ pub struct Upgrade {
     pub device: Option<String>,
     /// The `User-Agent` header, at most 128 bytes.
     pub user_agent: Option<String>,
-    /// The `X-Forwarded-For` header value, raw (repeated headers joined with ", ").
+    /// The `X-Forwarded-For` header value, raw (repeated headers joined
+    /// with ", "); believed only from a `--trusted-proxy` (`proto::proxy`).
     pub forwarded_for: Option<String>,
 }
 

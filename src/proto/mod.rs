@@ -5,3 +5,4 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod jwt;
+pub mod proxy;

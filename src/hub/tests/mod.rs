@@ -84,6 +84,7 @@ impl Out for Rec {
     fn link(&self, _conn: ConnId) -> Option<Link> {
         Some(Link {
             peer: "127.0.0.1:9".parse().ok(),
+            forwarded: None,
             last_seen_ms: 0,
         })
     }
