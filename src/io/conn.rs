@@ -202,7 +202,7 @@ fn decode_all(
         let (frame, used) = match frame::decode(&mut bytes[pos..], max_message) {
             Ok(Some(found)) => found,
             Ok(None) => return (Verdict::Continue, pos),
-            Err(e) => return (Verdict::Fail(e.close_code(), "protocol error"), pos),
+            Err(e) => return (Verdict::Fail(e.close_code(), e.reason()), pos),
         };
         let payload = &bytes[pos + frame.payload.start..pos + frame.payload.end];
         pos += used;

@@ -95,6 +95,14 @@ impl FrameError {
             _ => 1002,
         }
     }
+
+    /// The close reason sent with [`FrameError::close_code`].
+    pub fn reason(self) -> &'static str {
+        match self {
+            FrameError::TooBig => "message too big",
+            _ => "protocol error",
+        }
+    }
 }
 
 /// Largest control frame payload (§5.5).
