@@ -4,28 +4,17 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// `wspush serve ARGS` that must not start: its exit code and stderr.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let dir = tempdir();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--control"])
-        .arg(dir.path().join("s.sock"))
-        .args(args);
-    if !args.contains(&"--listen") {
-        cmd.args(["--listen", "127.0.0.1:0"]);
-    }
-    let out = run_with_timeout(cmd, Duration::from_secs(10));
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !dir.path().join("s.sock").exists(),
-        "the control socket was bound before the flags were checked: {args:?}"
-    );
-    (out.status.code(), stderr)
+    let out = serve_refused(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A server logging at the default level (info), not debug.

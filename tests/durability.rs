@@ -26,17 +26,6 @@ fn start(data: &Path, extra: &[&str]) -> Server {
     s
 }
 
-fn kill9(s: &mut Server) {
-    s.signal(libc::SIGKILL);
-    s.wait_exit(Duration::from_secs(5));
-}
-
-fn term(s: &mut Server) {
-    s.sigterm();
-    let st = s.wait_exit(Duration::from_secs(10));
-    assert!(st.success(), "SIGTERM exit status {st:?}");
-}
-
 fn seq_of(r: &Value) -> u64 {
     r["seq"]
         .as_u64()
@@ -80,7 +69,7 @@ fn held_message_survives_sigkill() {
     );
     assert_eq!(r["ok"], json!(true), "{r}");
     assert_eq!(r["queued"], json!(1), "{r}");
-    kill9(&mut s1);
+    s1.kill9();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let st = s2.stats();
@@ -115,7 +104,7 @@ fn several_users_and_messages_survive_sigkill_in_order() {
             bob.push((i, seq_of(&r)));
         }
     }
-    kill9(&mut s1);
+    s1.kill9();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let mut a = s2.ws_connect("ta");
@@ -155,7 +144,7 @@ fn seq_keeps_increasing_across_sigkill() {
     let r = c.request(&json!({"op":"publish","topic":"t","content":"p"}));
     assert_eq!(r["ok"], json!(true), "{r}");
     max = max.max(seq_of(&r));
-    kill9(&mut s1);
+    s1.kill9();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let r = s2.push(&[], json!("after restart"));
@@ -177,7 +166,7 @@ fn seq_keeps_increasing_across_sigkill_without_held_messages() {
     for i in 0..30 {
         max = max.max(seq_of(&c.request(&json!({"op":"push","content":i}))));
     }
-    kill9(&mut s1);
+    s1.kill9();
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let r = s2.push(&[], json!("after"));
     assert!(seq_of(&r) > max, "seq {} not above {max}", seq_of(&r));
@@ -195,7 +184,7 @@ fn seq_keeps_increasing_across_sigterm_restarts() {
             assert!(seq > max, "round {round}: seq {seq} not above {max}");
             max = seq;
         }
-        term(&mut s);
+        s.term();
     }
 }
 
@@ -217,7 +206,7 @@ fn delivered_message_is_not_redelivered_after_restart() {
         },
     );
     close_ws(a);
-    term(&mut s1);
+    s1.term();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     assert_eq!(s2.stats()["mailbox"], json!(0));
@@ -242,7 +231,7 @@ fn records_survive_restart() {
         (recs.len() == 1 && recs[0]["status"] == json!("delivered")).then_some(())
     });
     drop(a);
-    term(&mut s1);
+    s1.term();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let recs = records(&s2, json!({}));
@@ -285,7 +274,7 @@ fn deleted_message_stays_deleted_after_restart() {
     let kept = s1.push(&["alice"], json!("kept"));
     let r = ok(&s1, json!({"op":"delete","messageId":gone["messageId"]}));
     assert_eq!(r["deleted"], json!(1), "{r}");
-    kill9(&mut s1);
+    s1.kill9();
 
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let mut a = s2.ws_connect("ta");
@@ -317,9 +306,9 @@ fn periodic_job_survives(sigkill: bool) {
     assert_eq!(r["scheduled"], json!(true), "{r}");
     let id = r["messageId"].as_str().unwrap().to_string();
     if sigkill {
-        kill9(&mut s1);
+        s1.kill9();
     } else {
-        term(&mut s1);
+        s1.term();
     }
 
     let s2 = start(data.path(), &[]);
@@ -357,7 +346,7 @@ fn cancelled_job_stays_cancelled_after_restart() {
     );
     let c = ok(&s1, json!({"op":"cancel","messageId":r["messageId"]}));
     assert_eq!(c["cancelled"], json!(true), "{c}");
-    kill9(&mut s1);
+    s1.kill9();
     let s2 = start(data.path(), &[]);
     let mut a = s2.ws_connect("ta");
     assert!(
@@ -373,7 +362,7 @@ fn corrupt_tail_does_not_prevent_start() {
     let r1 = s1.push(&["alice"], json!("first"));
     let r2 = s1.push(&["alice"], json!("second"));
     assert_eq!(r2["queued"], json!(1), "{r2}");
-    kill9(&mut s1);
+    s1.kill9();
     let n = corrupt_tails(data.path());
     assert!(n > 0, "--data-dir holds no files after a held push");
 
@@ -396,7 +385,7 @@ fn corrupt_tail_after_sigterm_does_not_prevent_start() {
     let data = tempdir();
     let mut s1 = start(data.path(), &["--mailbox", "10"]);
     let r1 = s1.push(&["alice"], json!("kept"));
-    term(&mut s1);
+    s1.term();
     corrupt_tails(data.path());
     let s2 = start(data.path(), &["--mailbox", "10"]);
     let mut a = s2.ws_connect("ta");
@@ -410,14 +399,14 @@ fn writes_after_a_corrupt_tail_still_survive() {
     let data = tempdir();
     let mut s1 = start(data.path(), &["--mailbox", "10"]);
     let r1 = s1.push(&["alice"], json!("before"));
-    kill9(&mut s1);
+    s1.kill9();
     corrupt_tails(data.path());
 
     let mut s2 = start(data.path(), &["--mailbox", "10"]);
     let r2 = s2.push(&["alice"], json!("after"));
     assert_eq!(r2["queued"], json!(1), "{r2}");
     assert!(seq_of(&r2) > seq_of(&r1));
-    kill9(&mut s2);
+    s2.kill9();
 
     let s3 = start(data.path(), &["--mailbox", "10"]);
     let mut a = s3.ws_connect("ta");
@@ -442,7 +431,7 @@ fn held_message_age_counts_across_a_restart() {
     let pushed = now_ms();
     let r = s1.push(&["alice"], json!("stale"));
     assert_eq!(r["queued"], json!(1), "{r}");
-    kill9(&mut s1);
+    s1.kill9();
     // let the TTL (2 s) plus one 1 s tick pass while the server is down
     std::thread::sleep(Duration::from_millis(
         (pushed + 3300).saturating_sub(now_ms()),
@@ -472,7 +461,7 @@ fn periodic_message_ids_do_not_repeat_after_restart() {
         assert_eq!(m["messageId"], json!(format!("{id}.{k}")), "{m}");
     }
     drop(a);
-    term(&mut s1);
+    s1.term();
 
     let s2 = start(data.path(), &[]);
     let mut a = s2.ws_connect("ta");
@@ -507,7 +496,7 @@ fn the_log_is_compacted_while_running_and_loses_nothing() {
     let log = data.path().join("wspush.log");
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(size < 1_500_000, "the log was not compacted: {size} bytes");
-    kill9(&mut s1);
+    s1.kill9();
 
     let s2 = start(data.path(), &["--mailbox", "1"]);
     let mut a = s2.ws_connect("ta");

@@ -254,14 +254,12 @@ fn without_the_key_file_there_is_no_api() {
 fn a_short_key_file_is_refused_at_start() {
     let dir = tempdir();
     let path = dir.path().join("short.key");
-    std::fs::write(&path, "short\n").unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key-file"])
-        .arg(&path)
-        .arg("--control")
-        .arg(dir.path().join("s.sock"));
-    let out = run_with_timeout(cmd, Duration::from_secs(10));
-    assert!(!out.status.success());
+    std::fs::write(
+        &path, "short
+",
+    )
+    .unwrap();
+    let out = serve_refused(&["--api-key-file", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least 16 bytes"), "{stderr}");
 }

@@ -82,18 +82,7 @@ fn the_header_is_never_believed_from_anyone_else() {
 
 #[test]
 fn a_bad_trusted_proxy_is_refused_at_start() {
-    let dir = tempdir();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--trusted-proxy",
-        "10.0.0.0/33",
-        "--control",
-    ])
-    .arg(dir.path().join("s.sock"));
-    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    let out = serve_refused(&["--trusted-proxy", "10.0.0.0/33"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("prefix length"));
 }

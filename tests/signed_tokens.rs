@@ -157,13 +157,7 @@ fn a_short_secret_is_refused_at_start() {
     let dir = tempdir();
     let path = dir.path().join("short.secret");
     std::fs::write(&path, "too-short").unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret-file"])
-        .arg(&path)
-        .arg("--control")
-        .arg(dir.path().join("s.sock"));
-    let out = run_with_timeout(cmd, Duration::from_secs(10));
-    assert!(!out.status.success());
+    let out = serve_refused(&["--jwt-secret-file", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("short.secret"), "{stderr}");
 }

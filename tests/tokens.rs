@@ -236,17 +236,6 @@ fn start_durable(data: &std::path::Path, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-fn kill9(s: &mut Server) {
-    s.signal(libc::SIGKILL);
-    s.wait_exit(Duration::from_secs(5));
-}
-
-fn term(s: &mut Server) {
-    s.sigterm();
-    let st = s.wait_exit(Duration::from_secs(10));
-    assert!(st.success(), "SIGTERM exit status {st:?}");
-}
-
 /// Send a topic command on `ws` and return the server's answer.
 fn topic_command(ws: &mut Ws, op: &str, topic: &str) -> serde_json::Value {
     let text = json!({"op": op, "topic": topic}).to_string();
@@ -259,7 +248,7 @@ fn a_granted_token_survives_a_restart() {
     let data = tempdir();
     let mut s1 = start_durable(data.path(), &[]);
     s1.grant("durable-tok", "dora");
-    term(&mut s1);
+    s1.term();
     let s2 = start_durable(data.path(), &[]);
     let mut ws = s2.ws_connect("durable-tok");
     let r = s2.push(&["dora"], json!("back"));
@@ -273,7 +262,7 @@ fn a_grant_acknowledged_survives_sigkill_right_after_the_reply() {
     let mut s1 = start_durable(data.path(), &[]);
     let r = s1.control(json!({"op":"grant","token":"k9-tok","user":"kim","topics":["dev/*"]}));
     assert_eq!(r, json!({"ok": true}));
-    kill9(&mut s1);
+    s1.kill9();
     let s2 = start_durable(data.path(), &[]);
     let mut ws = s2.ws_connect("k9-tok");
     assert_eq!(
@@ -298,12 +287,12 @@ fn a_revoke_survives_sigkill_and_the_token_is_refused_after_restart() {
     s1.grant("kept-tok", "gus");
     let r = s1.control(json!({"op":"revoke","token":"gone-tok"}));
     assert_eq!(r["ok"], json!(true), "{r}");
-    kill9(&mut s1);
+    s1.kill9();
     let mut s2 = start_durable(data.path(), &[]);
     assert_refused(&s2, "gone-tok");
     drop(s2.ws_connect("kept-tok"));
     // and after the compaction at that start, once more
-    term(&mut s2);
+    s2.term();
     let s3 = start_durable(data.path(), &[]);
     assert_refused(&s3, "gone-tok");
     drop(s3.ws_connect("kept-tok"));

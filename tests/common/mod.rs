@@ -351,6 +351,19 @@ impl Server {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// SIGKILL, and wait for the exit.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
+    }
+
+    /// SIGTERM; the server must exit 0 within 10 s.
+    pub fn term(&mut self) {
+        self.sigterm();
+        let st = self.wait_exit(Duration::from_secs(10));
+        assert!(st.success(), "SIGTERM exit status {st:?}");
+    }
+
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -1095,6 +1108,26 @@ pub fn small_tmpfs() -> Option<Tmpfs> {
         skip_missing("mount -t tmpfs failed");
     }
     fs
+}
+
+/// `wspush serve ARGS` (on a free port and a fresh control path unless
+/// ARGS name them) that must refuse to start: its output. Nothing may
+/// have been bound: the control socket must not exist.
+pub fn serve_refused(args: &[&str]) -> Output {
+    let dir = tempdir();
+    let socket = dir.path().join("s.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").arg("--control").arg(&socket).args(args);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    assert!(!out.status.success(), "serve {args:?} started");
+    assert!(
+        !socket.exists(),
+        "serve {args:?} bound its control socket before refusing"
+    );
+    out
 }
 
 /// `name` as found on PATH.

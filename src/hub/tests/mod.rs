@@ -165,14 +165,24 @@ pub(super) fn connect(
     user: &str,
     since: Option<u64>,
 ) -> ConnId {
+    connect_request(hub, out, 0, key, upgrade(&format!("t-{user}"), since))
+}
+
+/// Upgrade slot `key` (generation and serial `key + 100`) at `now`.
+pub(super) fn connect_request(
+    hub: &mut Hub,
+    out: &mut Rec,
+    now: u64,
+    key: u32,
+    request: Upgrade,
+) -> ConnId {
     let conn = ConnId {
         key,
         generation: key + 100,
     };
-    let request = upgrade(&format!("t-{user}"), since);
     let serial = u64::from(key + 100);
     hub.handle(
-        0,
+        now,
         Input::Upgrade {
             conn,
             request,

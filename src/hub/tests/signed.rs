@@ -34,22 +34,7 @@ fn signed_hub(token_http: bool) -> Hub {
 }
 
 fn connect_with(h: &mut Hub, out: &mut Rec, now: u64, key: u32, token: &str) -> ConnId {
-    let conn = ConnId {
-        key,
-        generation: key + 100,
-    };
-    let request = upgrade(token, None);
-    let serial = u64::from(key + 100);
-    h.handle(
-        now,
-        Input::Upgrade {
-            conn,
-            request,
-            serial,
-        },
-        out,
-    );
-    conn
+    connect_request(h, out, now, key, upgrade(token, None))
 }
 
 #[test]
