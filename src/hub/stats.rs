@@ -24,7 +24,8 @@ pub struct StatRow {
     pub value: u64,
 }
 
-const fn counter(
+const fn row(
+    kind: &'static str,
     stat: &'static str,
     metric: &'static str,
     help: &'static str,
@@ -33,10 +34,19 @@ const fn counter(
     StatRow {
         stat,
         metric,
-        kind: "counter",
+        kind,
         help,
         value,
     }
+}
+
+const fn counter(
+    stat: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    value: u64,
+) -> StatRow {
+    row("counter", stat, metric, help, value)
 }
 
 const fn gauge(
@@ -45,13 +55,7 @@ const fn gauge(
     help: &'static str,
     value: u64,
 ) -> StatRow {
-    StatRow {
-        stat,
-        metric,
-        kind: "gauge",
-        help,
-        value,
-    }
+    row("gauge", stat, metric, help, value)
 }
 
 /// Upper bounds of the fan-out duration buckets, in microseconds.
