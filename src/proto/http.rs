@@ -245,7 +245,7 @@ pub fn response(status: u16, keep_alive: bool, extra: &[(&str, &str)], body: &[u
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: {connection}\r\n",
-        super::handshake::reason_phrase(status),
+        super::response::reason_phrase(status),
         body.len()
     );
     for (name, value) in extra {

@@ -6,3 +6,4 @@ pub mod handshake;
 pub mod http;
 pub mod jwt;
 pub mod proxy;
+pub mod response;
