@@ -213,7 +213,10 @@ export class WspushClient {
       throw new RangeError('options.maxDelay must be at least minDelay');
     }
     if (o.since != null) {
-      this.#lastSeq = nonNegative(o.since, 'since');
+      if (!Number.isSafeInteger(o.since) || o.since < 0) {
+        throw new RangeError('options.since must be an integer >= 0');
+      }
+      this.#lastSeq = o.since;
       this.#resume = true;
     }
     this.#WebSocket = o.WebSocket ?? globalThis.WebSocket;
@@ -345,6 +348,7 @@ export class WspushClient {
     const generation = ++this.#generation;
     this.#attempts += 1;
     this.#setState('connecting', { attempt: retry });
+    if (generation !== this.#generation) return; // a state listener called close()
     const reason = this.#reason;
     let token;
     try {
@@ -408,6 +412,7 @@ export class WspushClient {
     this.#expired = false;
     this.#reason = 'reconnect';
     this.#setState('open');
+    if (this.#state !== 'open') return; // a state listener called close()
     if (this.#paused) this.#sendFrame('unsubscribe');
     // Topics already followed, unless a request about them is waiting:
     // that request, sent again below, decides their fate.
@@ -453,11 +458,12 @@ export class WspushClient {
     const cap = Math.min(this.#maxDelay, this.#minDelay * 2 ** n);
     const delay = cap / 2 + (this.#random() * cap) / 2;
     const attempt = this.#failures;
-    this.#setState('waiting', { ...info, attempt, delay });
+    // The timer first: a state listener calling close() then cancels it.
     this.#backoffTimer = this.#setTimeout(() => {
       this.#backoffTimer = null;
       this.#attempt(attempt);
     }, delay);
+    this.#setState('waiting', { ...info, attempt, delay });
   }
 
   #cancelBackoff() {

@@ -767,6 +767,20 @@ describe('close()', () => {
     assert.equal(h.messages.length, 0);
   });
 
+  test('called from a state listener, it ends everything', () => {
+    for (const when of ['connecting', 'open', 'waiting']) {
+      const h = setup();
+      h.client.on('state', (e) => e.state === when && h.client.close());
+      h.client.connect();
+      h.socket?.accept();
+      h.socket?.hangUp(1006);
+      assert.equal(h.client.state, 'closed', when);
+      assert.equal(h.clock.pending, 0, `no timer left after close() on ${when}`);
+      h.clock.advance(3_600_000);
+      assert.equal(h.sockets.length, when === 'connecting' ? 0 : 1, when);
+    }
+  });
+
   test('during an async token fetch, no socket is opened', async () => {
     const h = setup({ token: async () => 'later' });
     h.client.connect();
@@ -889,6 +903,7 @@ describe('states and events', () => {
     assert.throws(make({ url: '' }), TypeError);
     assert.throws(make({ token: 3 }), TypeError);
     assert.throws(make({ minDelay: -1 }), RangeError);
+    assert.throws(make({ since: 1.5 }), RangeError);
     assert.throws(make({ minDelay: 1000, maxDelay: 10 }), RangeError);
     assert.throws(make({ WebSocket: 'not a class' }), TypeError);
   });
