@@ -214,3 +214,27 @@ fn a_keyed_push_replaces_the_held_one_with_that_key() {
     let a = connect(&mut h, &mut out, 1, "a", None);
     assert_eq!(out.texts(a)[0]["content"], 2);
 }
+
+#[test]
+fn a_since_above_every_seq_handed_out_is_from_an_earlier_run() {
+    // A server without a data log starts again at seq 1: a client that
+    // comes back with the old run's seq must still get what is held now.
+    let mut h = hub_with(
+        Config {
+            mailbox: 8,
+            ..config()
+        },
+        &["a"],
+    );
+    let mut out = Rec::default();
+    for n in 1..=2 {
+        push(&mut h, &mut out, json!({"users": ["a"], "content": n}));
+    }
+    let a = connect(&mut h, &mut out, 1, "a", Some(500));
+    assert_eq!(out.seqs(a), [1, 2]);
+    h.handle(0, Input::Left { conn: a }, &mut out);
+    // A since this run did hand out still means "I have these".
+    push(&mut h, &mut out, json!({"users": ["a"], "content": 3}));
+    let b = connect(&mut h, &mut out, 2, "a", Some(2));
+    assert_eq!(out.seqs(b), [3]);
+}
