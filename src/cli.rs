@@ -325,6 +325,9 @@ pub struct ServeArgs {
     /// Delayed and periodic pushes pending at once.
     #[arg(long, env = "WSPUSH_MAX_JOBS", default_value_t = 10_000)]
     pub max_jobs: usize,
+    /// Serve a demo page at / (and the reference client at /wspush.js).
+    #[arg(long, env = "WSPUSH_DEMO")]
+    pub demo: bool,
     /// Testing only (Autobahn): echo client messages back; allows 16 MiB messages.
     #[arg(long, env = "WSPUSH_ECHO")]
     pub echo: bool,

@@ -42,6 +42,7 @@ use super::{
 };
 use crate::cli::ServeArgs;
 use crate::hub::{Hub, Input, tokens::Tokens};
+use crate::proto::demo::Demo;
 use crate::proto::frame::{self, OpCode};
 use crate::proto::{handshake, http};
 use crate::wheel::Wheel;
@@ -107,6 +108,8 @@ pub struct Server {
     pub(super) shutting_down: bool,
     /// The HTTP API key's digest (`--api-key-file`); no API without it.
     pub(super) api_key: Option<http::KeyDigest>,
+    /// The demo page's answers (`--demo`).
+    pub(super) demo: Option<Demo>,
 }
 
 impl Server {
@@ -202,6 +205,7 @@ impl Server {
             max_message,
             shutting_down: false,
             api_key,
+            demo: args.demo.then(|| Demo::new(&args.ws_path)),
             args,
         };
         if let Some(dir) = server.args.data_dir.clone() {

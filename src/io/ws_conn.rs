@@ -110,6 +110,7 @@ impl Server {
             allowed_origins: &self.args.allowed_origins,
             max_head: MAX_HEAD,
             api_key: self.api_key.as_ref(),
+            demo: self.demo.is_some(),
         };
         match handshake::examine(bytes, &rules) {
             Outcome::Partial => return true,
@@ -130,6 +131,14 @@ impl Server {
                     }
                     None => handshake::http_response(200, &[], "ok\n"),
                 };
+                self.wire.http_answer(key, head_or_all(response, head));
+            }
+            Outcome::Demo { asset, head } => {
+                let demo = self
+                    .demo
+                    .as_ref()
+                    .expect("demo assets are routed only with --demo");
+                let response = demo.response(asset).to_vec();
                 self.wire.http_answer(key, head_or_all(response, head));
             }
             Outcome::Metrics { head } => {

@@ -9,8 +9,9 @@
 //!    `max_head` → 431, malformed → 400, incomplete → [`Outcome::Partial`];
 //! 2. HTTP version other than 1.1 → 400;
 //! 3. route on the path (target up to `?`, must start with `/`): `/api/…`
-//!    when the HTTP API is on (see [`http`]), `/healthz`, `/metrics` (GET
-//!    only, else 405), the ws path, anything else → 404;
+//!    when the HTTP API is on (see [`http`]), `/healthz`, `/metrics` and,
+//!    with `--demo`, `/` and `/wspush.js` (GET or HEAD, else 405), the ws
+//!    path, anything else → 404;
 //! 4. ws route, method other than GET → 405;
 //! 5. smuggling guards: a body, duplicate key headers or no `Host` → 400;
 //! 6. no `Upgrade: websocket` + `Connection: upgrade` → 426;
@@ -25,6 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use httparse::{Header, Request, Status};
 use sha1::{Digest as _, Sha1};
 
+use super::demo;
 use super::http::{self, ApiHead, CollectHead, KeyDigest};
 pub use super::response::{METRICS_TYPE, head_only, http_response, typed_response};
 
@@ -87,6 +89,13 @@ pub enum Outcome {
         /// A `HEAD` request: the answer's head only.
         head: bool,
     },
+    /// `GET /` or `/wspush.js` with `--demo` (or `HEAD`).
+    Demo {
+        /// Which of the two.
+        asset: demo::Asset,
+        /// A `HEAD` request: the answer's head only.
+        head: bool,
+    },
     /// A valid HTTP API request head (`POST /api/{op}`); its body follows.
     Api {
         /// What the head says.
@@ -120,6 +129,8 @@ pub struct Rules<'a> {
     /// The HTTP API key's digest, when the API is on (`/api/` is 404
     /// otherwise).
     pub api_key: Option<&'a KeyDigest>,
+    /// `--demo`: `/` and `/wspush.js` are served (404 otherwise).
+    pub demo: bool,
 }
 
 const fn err(status: u16, reason: &'static str) -> HttpError {
@@ -180,7 +191,9 @@ fn decide(req: &Request<'_, '_>, consumed: usize, rules: &Rules<'_>) -> Result<O
     let plain = match path {
         "/healthz" => Some(Outcome::Health { head }),
         "/metrics" => Some(Outcome::Metrics { head }),
-        _ => None,
+        _ => demo::asset(path)
+            .filter(|_| rules.demo)
+            .map(|asset| Outcome::Demo { asset, head }),
     };
     if let Some(outcome) = plain {
         return if is_get || head {

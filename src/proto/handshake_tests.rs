@@ -35,6 +35,7 @@ fn run_with(buf: &[u8], ws_path: &str, origins: &[String]) -> Outcome {
         allowed_origins: origins,
         max_head: 8192,
         api_key: None,
+        demo: false,
     };
     examine(buf, &rules)
 }
@@ -257,6 +258,7 @@ fn a_sent_origin_matches_its_normal_form() {
         allowed_origins: &allowed,
         max_head: 8192,
         api_key: None,
+        demo: false,
     };
     for (origin, ok) in [
         ("http://example.com", true),
@@ -276,5 +278,47 @@ fn a_sent_origin_matches_its_normal_form() {
             ok,
             "{origin}: {outcome:?}"
         );
+    }
+}
+
+#[test]
+fn demo_paths_are_routed_only_with_demo() {
+    use crate::proto::demo::Asset;
+    let plain =
+        |method: &str, target: &str| raw(&format!("{method} {target} HTTP/1.1"), &["Host: a"]);
+    let with = |buf: &[u8], demo: bool| {
+        let rules = Rules {
+            ws_path: "/push",
+            allowed_origins: &[],
+            max_head: 8192,
+            api_key: None,
+            demo,
+        };
+        examine(buf, &rules)
+    };
+    let page = Outcome::Demo {
+        asset: Asset::Page,
+        head: false,
+    };
+    assert_eq!(with(&plain("GET", "/?x=1"), true), page);
+    assert_eq!(
+        with(&plain("HEAD", "/wspush.js"), true),
+        Outcome::Demo {
+            asset: Asset::Module,
+            head: true
+        }
+    );
+    let Outcome::Reject(e) = with(&plain("POST", "/"), true) else {
+        panic!("POST / is refused");
+    };
+    assert_eq!(
+        (e.status, e.reason),
+        (405, "method not allowed: use GET or HEAD")
+    );
+    for target in ["/", "/wspush.js", "/index.html"] {
+        let Outcome::Reject(e) = with(&plain("GET", target), false) else {
+            panic!("{target} without --demo");
+        };
+        assert_eq!(e.status, 404, "{target}");
     }
 }

@@ -17,6 +17,7 @@ fn check(request: &str) -> Outcome {
         allowed_origins: &[],
         max_head: 8192,
         api_key: Some(&key),
+        demo: false,
     };
     examine(request.as_bytes(), &rules)
 }
@@ -109,6 +110,7 @@ fn without_a_key_the_api_does_not_exist() {
         allowed_origins: &[],
         max_head: 8192,
         api_key: None,
+        demo: false,
     };
     let outcome = examine(head("Content-Length: 2\r\n").as_bytes(), &rules);
     assert!(matches!(
