@@ -35,6 +35,8 @@
 //!   `proto/jwt.rs` (HS256 JSON Web Tokens),
 //!   `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the control
 //!   protocol).
+//! - [`redis`]: the Redis link's wire format and address, with no sockets:
+//!   `redis/resp.rs` (the RESP2 codec), `redis/addr.rs` (`--redis URL`).
 //! - [`wheel`]: the hashed timer wheel on virtual milliseconds (both the
 //!   loop and the hub keep one).
 //!
@@ -48,6 +50,7 @@ pub mod client;
 pub mod hub;
 pub mod io;
 pub mod proto;
+pub mod redis;
 pub mod wheel;
 
 pub use io::event_loop as server;
