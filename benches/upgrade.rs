@@ -22,6 +22,7 @@ fn upgrade(c: &mut Criterion) {
         allowed_origins: &[],
         max_head: 8192,
         api_key: None,
+        demo: false,
     };
     assert!(matches!(
         handshake::examine(REQUEST, &rules),

@@ -15,6 +15,7 @@ fn rules() -> Rules<'static> {
         allowed_origins: &[],
         max_head: 8 * 1024,
         api_key: None,
+        demo: false,
     }
 }
 

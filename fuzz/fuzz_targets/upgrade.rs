@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         allowed_origins: &origins,
         max_head: 8 * 1024,
         api_key: None,
+        demo: false,
     };
     let whole = examine(data, &rules);
     // Any prefix is either still partial or already decided; once decided,
