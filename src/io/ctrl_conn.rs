@@ -79,7 +79,15 @@ pub struct ControlConn {
     /// Reading stopped with input possibly left in the socket: whoever
     /// drains the replies must resume reading (no new edge will say so).
     pub paused: bool,
+    /// Requests handed to the hub whose reply has not come yet (in a
+    /// cluster a reply waits for Redis): each counts as
+    /// [`UNANSWERED_BYTES`] toward the backpressure bound.
+    pub unanswered: usize,
 }
+
+/// What one unanswered request weighs against [`MAX_PENDING_REPLIES`]:
+/// at most 4,096 wait per connection.
+const UNANSWERED_BYTES: usize = 256;
 
 impl ControlConn {
     /// Wrap an accepted socket.
@@ -96,6 +104,7 @@ impl ControlConn {
             held_bytes: 0,
             eof: false,
             paused: false,
+            unanswered: 0,
         }
     }
 
@@ -179,6 +188,7 @@ impl ControlConn {
     /// Hold a reply until the end of the turn; `needs` is the log position
     /// its records end at, if the request wrote any.
     pub fn hold(&mut self, line: Vec<u8>, needs: Option<u64>) {
+        self.unanswered = self.unanswered.saturating_sub(1);
         self.held_bytes += line.len();
         self.held.push(Held { line, needs });
     }
@@ -212,7 +222,7 @@ impl ControlConn {
 
     /// Reply bytes not yet written, held ones included.
     pub fn pending_replies(&self) -> usize {
-        self.outbuf.len() - self.sent + self.held_bytes
+        self.outbuf.len() - self.sent + self.held_bytes + self.unanswered * UNANSWERED_BYTES
     }
 
     /// Write released replies until done or `WouldBlock`.
@@ -287,6 +297,7 @@ impl Server {
                 if self.hub.is_listener(origin) {
                     continue; // a stream of events takes no more requests
                 }
+                ctrl.unanswered += 1;
                 match line {
                     Line::Request(line) => self.feed(Input::Request {
                         origin,
