@@ -153,6 +153,19 @@ impl Hub {
             None => Rc::from(format!("{}-{seq}", self.config.id_prefix)),
         };
         let ts = self.unix_ms();
+        Ok(self.fan_out(message, seq, message_id, ts, out))
+    }
+
+    /// Queue a message that has its seq, id and time to every recipient
+    /// here (one frame, shared), and record it in the mailbox.
+    pub(super) fn fan_out(
+        &mut self,
+        message: &Message,
+        seq: u64,
+        message_id: Rc<str>,
+        ts: u64,
+        out: &mut impl Out,
+    ) -> Delivered {
         let envelope = Envelope {
             message_id: &message_id,
             seq,
@@ -218,7 +231,7 @@ impl Hub {
         }
         self.stats.pushes += 1;
         self.stats.messages_out += report.delivered as u64;
-        Ok(report)
+        report
     }
 }
 
