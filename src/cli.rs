@@ -325,6 +325,18 @@ pub struct ServeArgs {
     /// Delayed and periodic pushes pending at once.
     #[arg(long, env = "WSPUSH_MAX_JOBS", default_value_t = 10_000)]
     pub max_jobs: usize,
+    /// Join a cluster of nodes sharing this Redis (redis://[user:password@]host[:port][/db], or
+    /// unix:///path?db=N&password=P): every push gets its seq from Redis and reaches the
+    /// clients of every node (docs/cluster.md). Not with --mailbox yet.
+    #[arg(long, env = "WSPUSH_REDIS", value_name = "URL", value_parser = crate::redis::addr::parse)]
+    pub redis: Option<crate::redis::addr::RedisAddr>,
+    /// The Redis channel (and key prefix) the nodes of one cluster share.
+    #[arg(long, env = "WSPUSH_REDIS_CHANNEL", default_value = "wspush", value_parser = parse_name)]
+    pub redis_channel: String,
+    /// This node's name in the cluster (letters, digits, '_', '.', '-'; at most 64). Default:
+    /// generated at start.
+    #[arg(long, env = "WSPUSH_NODE_ID", value_parser = parse_name)]
+    pub node_id: Option<String>,
     /// Serve a demo page at / (and the reference client at /wspush.js).
     #[arg(long, env = "WSPUSH_DEMO")]
     pub demo: bool,
@@ -349,6 +361,20 @@ fn parse_origin(s: &str) -> Result<String, String> {
     crate::proto::handshake::normalize_origin(s).ok_or_else(|| {
         format!("{s:?} is not an origin: scheme://host[:port] with scheme http or https, no path")
     })
+}
+
+/// A channel or node name: 1 to 64 letters, digits, `_`, `.` or `-`.
+fn parse_name(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: use 1 to 64 letters, digits, '_', '.' or '-'"
+        ))
+    }
 }
 
 fn parse_ws_path(s: &str) -> Result<String, String> {

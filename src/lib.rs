@@ -19,7 +19,8 @@
 //!     `hub/events.rs`; `hub/journal.rs`: log records, replay, snapshot;
 //!     `hub/stats.rs`: the one table of counters, `/metrics`;
 //!     `hub/tokens.rs`; `hub/auth.rs`: admission (granted tokens and
-//!     JWTs) and the close codes of refused tokens.
+//!     JWTs) and the close codes of refused tokens; `hub/cluster.rs`:
+//!     a cluster node's jobs relayed to Redis, deliveries from the channel.
 //! - [`io`]: the loop and everything that touches the OS.
 //!   - `io/event_loop.rs`: the loop, accept paths, signals, turn order;
 //!     `io/wire.rs`: the hub's effects carried out on sockets and the log;
@@ -29,14 +30,17 @@
 //!     `io/ctrl_conn.rs`: control clients; `io/outbox.rs`: coalesced
 //!     vectored writes; `io/store.rs`: the log file; `io/heap.rs`;
 //!     `io/tallies.rs`: closes by code, HTTP errors by status, fan-out times;
-//!     `io/setup.rs`: sockets and limits at start.
+//!     `io/setup.rs`: sockets and limits at start; `io/redis_link.rs` and
+//!     `io/redis_sock.rs`: the Redis link's two sockets in the loop.
 //! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
-//!   upgrade), `proto/http.rs` (the HTTP API's requests and answers),
+//!   upgrade), `proto/response.rs` (plain HTTP answers), `proto/demo.rs`
+//!   (the embedded demo page), `proto/http.rs` (the HTTP API's requests and answers),
 //!   `proto/jwt.rs` (HS256 JSON Web Tokens),
 //!   `proto/frame.rs` (RFC 6455 frames), `proto/control.rs` (the control
 //!   protocol).
 //! - [`redis`]: the Redis link's wire format and address, with no sockets:
-//!   `redis/resp.rs` (the RESP2 codec), `redis/addr.rs` (`--redis URL`).
+//!   `redis/resp.rs` (the RESP2 codec), `redis/addr.rs` (`--redis URL`),
+//!   `redis/functions.lua` (the function library the nodes load).
 //! - [`wheel`]: the hashed timer wheel on virtual milliseconds (both the
 //!   loop and the hub keep one).
 //!

@@ -128,6 +128,7 @@ impl Out for Mem {
         true
     }
     fn log(&mut self, _record: &LogRecord<'_>) {}
+    fn relay(&mut self, _reference: u64, _job: &[u8], _message_id: Option<&str>) {}
     fn sync_now(&mut self) -> bool {
         true
     }
@@ -174,6 +175,7 @@ impl Fanout {
             id_prefix: "7f3a".into(),
             jwt: None,
             token_http: false,
+            node: None,
         };
         let mut hub = Hub::new(config, tokens);
         let mut mem = Mem {

@@ -20,7 +20,7 @@ pub struct ConnId {
 }
 
 /// Where a job came from, and so where its reply goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// A control-socket client (its slot and generation).
     Control(ConnId),
@@ -124,6 +124,25 @@ pub enum Input<'a> {
     },
     /// SIGINT/SIGTERM: refuse new jobs and close every client with 1001.
     Shutdown,
+    /// The Redis link became ready (connected, subscribed, its counter
+    /// seeded) or was lost.
+    RedisLink {
+        /// Which.
+        up: bool,
+    },
+    /// Redis answered a job relayed with [`Out::relay`]: its seq, or the
+    /// error Redis gave.
+    Relayed {
+        /// The reference given to [`Out::relay`].
+        reference: u64,
+        /// The seq, or the error text.
+        result: Result<u64, &'a str>,
+    },
+    /// A message arrived on the cluster's Redis channel.
+    Remote {
+        /// Its payload: a header line, then the job.
+        payload: &'a [u8],
+    },
 }
 
 /// What the hub may ask of the I/O side about a connection.
@@ -209,6 +228,11 @@ pub trait Out {
     /// Write and sync the data log now (a turn outran its seq
     /// reservation); false if it failed.
     fn sync_now(&mut self) -> bool;
+    /// Cluster only: send a message job to Redis (its function gives it
+    /// a seq and publishes it); the answer comes back as
+    /// [`Input::Relayed`] with `reference`. `message_id` names a
+    /// scheduled run.
+    fn relay(&mut self, reference: u64, job: &[u8], message_id: Option<&str>);
     /// The I/O facts of an open connection.
     fn link(&self, conn: ConnId) -> Option<Link>;
     /// The I/O side's counters.
@@ -247,4 +271,7 @@ pub struct Config {
     /// Refuse bad tokens with HTTP 401 instead of a close code after the
     /// upgrade (`--token-rejection http`).
     pub token_http: bool,
+    /// This node's id in a cluster (`--redis`, `--node-id`); `None` on a
+    /// node of its own.
+    pub node: Option<String>,
 }

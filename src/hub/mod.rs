@@ -29,6 +29,7 @@ use crate::wheel::Wheel;
 
 mod api;
 pub mod auth;
+pub mod cluster;
 mod deliver;
 mod events;
 pub mod journal;
@@ -100,6 +101,8 @@ enum Deadline {
     Job { key: u32, generation: u32 },
     /// The JWT of connection `key` expires (while its generation matches).
     Expiry { key: u32, generation: u32 },
+    /// Relayed jobs may have waited too long for Redis.
+    Relays,
 }
 
 /// All routing state.
@@ -138,6 +141,8 @@ pub struct Hub {
     shutting_down: bool,
     /// Counters.
     stats: Stats,
+    /// The Redis link's side of a cluster node (`--redis`).
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Hub {
@@ -149,6 +154,7 @@ impl Hub {
             config.mailbox_ttl * 1000,
             config.mailbox_bytes,
         );
+        let cluster = config.node.as_deref().map(cluster::Cluster::new);
         Hub {
             config,
             now: 0,
@@ -167,6 +173,7 @@ impl Hub {
             logged: false,
             shutting_down: false,
             stats: Stats::default(),
+            cluster,
         }
     }
 
@@ -186,7 +193,11 @@ impl Hub {
             Input::Request { origin, line } => {
                 self.logged = false;
                 let (id, request) = control::parse(line);
-                let reply = match request.and_then(|r| self.apply(origin, r, out)) {
+                let outcome = request.and_then(|r| self.apply(origin, r, out));
+                if self.cluster.is_some() {
+                    return self.settle_request(origin, id, outcome, out);
+                }
+                let reply = match outcome {
                     Ok(fields) => control::ok(id, fields),
                     Err(e) => {
                         debug!("{origin:?}: refused request: {e}");
@@ -204,11 +215,17 @@ impl Hub {
                 let reply = control::error(None, "line longer than 1 MiB refused");
                 out.reply(origin, reply, false);
             }
-            Input::ControlGone { origin } => self.listeners.retain(|&l| l != origin),
+            Input::ControlGone { origin } => {
+                self.listeners.retain(|&l| l != origin);
+                self.cluster_forget(origin);
+            }
             Input::Tick => self.expire(out),
             Input::LogWritten { ok } => self.handle_log_written(ok),
             Input::ReloadTokens { text, name } => self.reload_tokens(text, name, out),
             Input::Shutdown => self.shut_down(out),
+            Input::RedisLink { up } => self.link_changed(up, out),
+            Input::Relayed { reference, result } => self.relay_answered(reference, result, out),
+            Input::Remote { payload } => self.remote(payload, out),
         }
     }
 
@@ -257,6 +274,7 @@ impl Hub {
                 Deadline::Expiry { key, generation } => {
                     self.expire_signed(ConnId { key, generation }, out)
                 }
+                Deadline::Relays => self.sweep_relays(out),
             }
         }
     }

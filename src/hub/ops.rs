@@ -112,6 +112,11 @@ impl Hub {
         if schedule.is_scheduled() {
             return self.schedule(message, schedule, out);
         }
+        if self.cluster.is_some() {
+            let reference = self.relay(&message, None, out)?;
+            self.relayed(reference);
+            return Ok(json!({}));
+        }
         let report = self.deliver(&message, None, out)?;
         let mut reply = json!({
             "messageId": &*report.message_id,

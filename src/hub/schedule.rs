@@ -185,14 +185,23 @@ impl Hub {
         };
         let message = job.message.clone();
         let now = self.unix_ms();
-        match self.deliver(&message, Some(&message_id), out) {
-            Ok(report) => debug!(
-                "job {message_id}: sent as seq {}, delivered {}",
-                report.seq, report.delivered
-            ),
+        let sent = match self.cluster {
+            Some(_) => self.relay(&message, Some(&message_id), out).map(|_| ()),
+            None => self
+                .deliver(&message, Some(&message_id), out)
+                .map(|report| {
+                    debug!(
+                        "job {message_id}: sent as seq {}, delivered {}",
+                        report.seq, report.delivered
+                    )
+                }),
+        };
+        match sent {
+            Ok(()) => {}
             Err(e) => {
-                // No seq can be handed out (the data log is failed): this
-                // run waits for the log rather than being lost.
+                // No seq can be handed out (the data log is failed, or
+                // the Redis link is down): this run waits rather than
+                // being lost.
                 warn!("job {message_id}: not sent, retrying in 1 s: {e}");
                 self.jobs.slab[key].next = now + RETRY_MS;
                 self.arm_job(key);

@@ -40,7 +40,7 @@ const fn row(
     }
 }
 
-const fn counter(
+pub(super) const fn counter(
     stat: &'static str,
     metric: &'static str,
     help: &'static str,
@@ -49,7 +49,7 @@ const fn counter(
     row("counter", stat, metric, help, value)
 }
 
-const fn gauge(
+pub(super) const fn gauge(
     stat: &'static str,
     metric: &'static str,
     help: &'static str,
@@ -191,8 +191,8 @@ impl Hub {
             gauge(
                 "seq",
                 "seq",
-                "Last sequence number handed out.",
-                self.seq.last,
+                "Last sequence number handed out (in a cluster: delivered here).",
+                self.cluster.as_ref().map_or(self.seq.last, |c| c.high()),
             ),
             counter(
                 "messages_in",
@@ -294,6 +294,7 @@ impl Hub {
                 log.failures,
             ));
         }
+        self.cluster_rows(&mut rows);
         rows
     }
 
@@ -312,6 +313,10 @@ impl Hub {
         map.insert("data_log".into(), json!(state));
         map.insert("data_log_error".into(), json!(error));
         map.insert("data_log_failures".into(), json!(failures));
+        if let Some(up) = self.redis_up() {
+            map.remove("redis_up");
+            map.insert("redis".into(), json!(if up { "up" } else { "down" }));
+        }
         Value::Object(map)
     }
 

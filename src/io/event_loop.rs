@@ -185,6 +185,7 @@ impl Server {
             },
             now: 0,
             started,
+            redis: setup::redis_link(&args, config.node.as_deref()),
         };
         let mut server = Server {
             poll,
@@ -211,6 +212,7 @@ impl Server {
         if let Some(dir) = server.args.data_dir.clone() {
             server.restore(&dir)?;
         }
+        server.redis_start();
         Ok(server)
     }
 
@@ -253,6 +255,7 @@ impl Server {
                     Source::Listener => self.accept(),
                     Source::Control => self.accept_control(),
                     Source::Signals => self.on_signals(),
+                    Source::Redis(which) => self.redis_ready(which),
                     Source::Ws(key) => self.ws_ready(key, event.is_writable()),
                     Source::Ctrl(key) => self.ctrl_ready(key),
                 }
@@ -276,6 +279,7 @@ impl Server {
             self.sync_log();
             self.release_http();
             self.flush_turn();
+            self.redis_flush();
             self.release_replies();
             if self.shutting_down && self.wire.conns.is_empty() {
                 break;
@@ -461,6 +465,7 @@ impl Server {
                     self.accept_control();
                 }
                 Timer::Trim => self.heap.run(),
+                Timer::Redis { generation } => self.redis_timer(generation),
                 Timer::DataLog => {
                     if !self.compact_log() {
                         self.wire.wheel.insert(now + LOG_RETRY_MS, Timer::DataLog);

@@ -5,13 +5,15 @@
 //! connections then wait for their next request; pipelined requests are
 //! examined one at a time, the next one in the turn after the answer.
 
-use log::debug;
+use log::{debug, info};
 
 use super::Again;
 use super::conn::{Input as Pending, Phase};
 use super::event_loop::Server;
+use super::wire::Wire;
 use crate::hub::{Input, Origin};
 use crate::proto::control::not_durable;
+use crate::proto::handshake::{self, HttpError};
 use crate::proto::http::{self, ApiHead, CollectHead, MAX_BODY};
 
 /// Largest number of bytes an HTTP connection may send ahead (pipelined
@@ -137,5 +139,50 @@ impl Server {
             let deadline = self.wire.now + self.args.handshake_timeout * 1000;
             self.wire.arm(key, deadline);
         }
+    }
+}
+
+/// Plain HTTP answers and refusals on the WebSocket port.
+impl Wire {
+    /// Answer an HTTP request and close once the answer is written.
+    pub fn http_answer(&mut self, key: usize, response: Vec<u8>) {
+        self.queue(key, response.into());
+        self.finish(key);
+    }
+
+    /// Refuse an HTTP API request from its head: a JSON error, then close.
+    pub fn refuse_api(&mut self, key: usize, err: &HttpError) {
+        self.note_refusal(key, err, None);
+        self.http_answer(key, crate::proto::http::error_response(err));
+    }
+
+    /// Refuse a request with an HTTP error; `origin` is the `Origin` it
+    /// sent, shown in the log line of a 403.
+    pub fn refuse_http(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
+        self.note_refusal(key, err, origin);
+        self.http_answer(key, handshake::reject_response(err));
+    }
+
+    /// Count a refused request and log it at info, at most
+    /// [`crate::hub::stats::LOG_LINES_PER_SEC`] lines a second.
+    fn note_refusal(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
+        self.traffic.rejected += 1;
+        self.tallies.http_error(err.status);
+        let Some(suppressed) = self.tallies.refusal_log.take(self.now) else {
+            return;
+        };
+        let conn = &self.conns[key];
+        let peer = conn
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_string(), |p| p.to_string());
+        let origin = origin.map_or_else(String::new, |o| format!(", Origin {o:?}"));
+        info!(
+            "conn {}: HTTP {} {} from {peer}{origin}{}",
+            conn.serial,
+            err.status,
+            err.reason,
+            crate::hub::suppressed_note(suppressed)
+        );
     }
 }

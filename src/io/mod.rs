@@ -8,7 +8,8 @@
 //! frames, connection deadlines), [`conn`] (one connection's I/O state and
 //! the frame → message decoder), [`ctrl_conn`] (control clients: lines in,
 //! held replies out), [`outbox`] (coalesced vectored writes and the
-//! backlog), [`store`] (the log file), [`heap`], `setup`.
+//! backlog), [`store`] (the log file), `redis_link` and `redis_sock` (the
+//! Redis link of a cluster node), [`heap`], `setup`.
 
 pub mod conn;
 pub mod ctrl_conn;
@@ -16,6 +17,8 @@ pub mod event_loop;
 pub mod heap;
 mod http_conn;
 pub mod outbox;
+mod redis_link;
+mod redis_sock;
 mod setup;
 pub mod store;
 mod tallies;
@@ -30,6 +33,10 @@ const LISTENER: Token = Token(0);
 const CONTROL: Token = Token(1);
 /// SIGINT, SIGTERM and SIGHUP, delivered through a self-pipe.
 const SIGNALS: Token = Token(2);
+/// The Redis link's command socket (`--redis`).
+const REDIS_CMD: Token = Token(3);
+/// The Redis link's subscriber socket.
+const REDIS_SUB: Token = Token(4);
 /// WebSocket connection `key` is `Token(CONN_BASE + key)`.
 const CONN_BASE: usize = 16;
 /// Control connection `key` is `Token(CTRL_BASE + key)`.
@@ -40,6 +47,7 @@ enum Source {
     Listener,
     Control,
     Signals,
+    Redis(redis_link::Which),
     Ws(usize),
     Ctrl(usize),
 }
@@ -49,6 +57,8 @@ fn source(token: Token) -> Source {
         LISTENER => Source::Listener,
         CONTROL => Source::Control,
         SIGNALS => Source::Signals,
+        REDIS_CMD => Source::Redis(redis_link::Which::Cmd),
+        REDIS_SUB => Source::Redis(redis_link::Which::Sub),
         Token(t) if t >= CTRL_BASE => Source::Ctrl(t - CTRL_BASE),
         Token(t) => Source::Ws(t - CONN_BASE),
     }
@@ -79,6 +89,12 @@ pub(crate) enum Timer {
     DataLog,
     /// Return freed heap memory to the OS (see `heap.rs`).
     Trim,
+    /// Connect the Redis link again, or give up on a slow attempt (valid
+    /// while the link's generation matches).
+    Redis {
+        /// The link's generation when armed.
+        generation: u32,
+    },
 }
 
 /// A source that used up its per-turn budget while it may still have input:

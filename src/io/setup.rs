@@ -201,5 +201,38 @@ pub fn hub_config(
         ),
         jwt: args.jwt_secret_file.as_deref().map(jwt_key).transpose()?,
         token_http: args.token_rejection == "http",
+        node: cluster_node(args, started_unix_ms)?,
     })
+}
+
+/// This node's id in a cluster (`--node-id`, or made up at start), and
+/// the combinations a cluster does not support yet.
+fn cluster_node(args: &ServeArgs, started_unix_ms: u64) -> Result<Option<String>, String> {
+    if args.redis.is_none() {
+        return Ok(None);
+    }
+    if args.mailbox > 0 {
+        return Err(
+            "--mailbox is not supported with --redis yet: held messages do not live in \
+             Redis so far (docs/cluster.md)"
+                .into(),
+        );
+    }
+    let made_up = || {
+        let mixed =
+            started_unix_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
+        format!("n{:08x}", mixed as u32)
+    };
+    Ok(Some(args.node_id.clone().unwrap_or_else(made_up)))
+}
+
+/// The Redis link (`--redis`), not connected yet.
+pub fn redis_link(args: &ServeArgs, node: Option<&str>) -> Option<super::redis_link::RedisLink> {
+    let addr = args.redis.clone()?;
+    let node = node.unwrap_or_default().to_owned();
+    Some(super::redis_link::RedisLink::new(
+        addr,
+        args.redis_channel.clone(),
+        node,
+    ))
 }

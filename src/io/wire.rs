@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use log::{debug, error, info};
+use log::{debug, error};
 use slab::Slab;
 
 use super::Timer;
@@ -104,6 +104,8 @@ pub struct Wire {
     pub now: u64,
     /// When the server started, for the uptime.
     pub started: Instant,
+    /// The Redis link (`--redis`).
+    pub redis: Option<super::redis_link::RedisLink>,
 }
 
 impl Wire {
@@ -144,48 +146,6 @@ impl Wire {
             ping => ping.min(idle_at),
         };
         self.arm(key, at);
-    }
-
-    /// Answer an HTTP request and close once the answer is written.
-    pub fn http_answer(&mut self, key: usize, response: Vec<u8>) {
-        self.queue(key, response.into());
-        self.finish(key);
-    }
-
-    /// Refuse an HTTP API request from its head: a JSON error, then close.
-    pub fn refuse_api(&mut self, key: usize, err: &HttpError) {
-        self.note_refusal(key, err, None);
-        self.http_answer(key, crate::proto::http::error_response(err));
-    }
-
-    /// Refuse a request with an HTTP error; `origin` is the `Origin` it
-    /// sent, shown in the log line of a 403.
-    pub fn refuse_http(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
-        self.note_refusal(key, err, origin);
-        self.http_answer(key, handshake::reject_response(err));
-    }
-
-    /// Count a refused request and log it at info, at most
-    /// [`crate::hub::stats::LOG_LINES_PER_SEC`] lines a second.
-    fn note_refusal(&mut self, key: usize, err: &HttpError, origin: Option<&str>) {
-        self.traffic.rejected += 1;
-        self.tallies.http_error(err.status);
-        let Some(suppressed) = self.tallies.refusal_log.take(self.now) else {
-            return;
-        };
-        let conn = &self.conns[key];
-        let peer = conn
-            .stream
-            .peer_addr()
-            .map_or_else(|_| "unknown".to_string(), |p| p.to_string());
-        let origin = origin.map_or_else(String::new, |o| format!(", Origin {o:?}"));
-        info!(
-            "conn {}: HTTP {} {} from {peer}{origin}{}",
-            conn.serial,
-            err.status,
-            err.reason,
-            crate::hub::suppressed_note(suppressed)
-        );
     }
 
     /// Last bytes are queued: drop the socket once they are written.
@@ -442,6 +402,12 @@ impl Out for Wire {
     fn log(&mut self, record: &LogRecord<'_>) {
         if let Some(store) = &mut self.store {
             store.append(record);
+        }
+    }
+
+    fn relay(&mut self, reference: u64, job: &[u8], message_id: Option<&str>) {
+        if let Some(link) = &mut self.redis {
+            link.relay(reference, job, message_id);
         }
     }
 

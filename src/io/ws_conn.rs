@@ -125,11 +125,12 @@ impl Server {
             }
             Outcome::Health { head } => {
                 let failed = self.wire.store.as_ref().and_then(|s| s.failed());
-                let response = match failed {
-                    Some(reason) => {
+                let response = match (failed, self.hub.redis_up()) {
+                    (Some(reason), _) => {
                         handshake::http_response(503, &[], &format!("data log failed: {reason}\n"))
                     }
-                    None => handshake::http_response(200, &[], "ok\n"),
+                    (None, Some(false)) => handshake::http_response(503, &[], "redis: down\n"),
+                    (None, _) => handshake::http_response(200, &[], "ok\n"),
                 };
                 self.wire.http_answer(key, head_or_all(response, head));
             }

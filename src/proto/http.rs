@@ -231,7 +231,10 @@ pub fn status_of(reply: &[u8]) -> u16 {
         return 200;
     }
     let error = value["error"].as_str().unwrap_or_default();
-    if value.get("durable") == Some(&Value::Bool(false)) || error == "shutting down" {
+    // The server could not do it now (its log, its Redis link, shutdown):
+    // the same request may work later.
+    let unavailable = error == "shutting down" || error.starts_with("redis");
+    if value.get("durable") == Some(&Value::Bool(false)) || unavailable {
         503
     } else {
         400

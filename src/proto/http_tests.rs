@@ -141,6 +141,10 @@ fn replies_map_to_statuses() {
         503
     );
     assert_eq!(
+        status_of(b"{\"ok\":false,\"error\":\"redis link down\"}\n"),
+        503
+    );
+    assert_eq!(
         status_of(b"{\"ok\":false,\"error\":\"data log: x\",\"durable\":false}\n"),
         503
     );

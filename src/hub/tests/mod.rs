@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod cluster;
 mod delivery;
 mod lifecycle;
 mod signed;
@@ -37,6 +38,8 @@ pub(super) struct Rec {
     /// What `sync_now` answers; how often it was asked.
     pub(super) sync_fails: bool,
     pub(super) syncs: usize,
+    /// Jobs relayed to Redis: reference, job JSON, message id.
+    pub(super) relays: Vec<(u64, Value, Option<String>)>,
 }
 
 impl Out for Rec {
@@ -76,6 +79,11 @@ impl Out for Rec {
     }
     fn log(&mut self, record: &LogRecord<'_>) {
         self.log.push(record.clone().into_owned());
+    }
+    fn relay(&mut self, reference: u64, job: &[u8], message_id: Option<&str>) {
+        let job = serde_json::from_slice(job).expect("a relayed job is JSON");
+        self.relays
+            .push((reference, job, message_id.map(str::to_owned)));
     }
     fn sync_now(&mut self) -> bool {
         self.syncs += 1;
@@ -130,6 +138,7 @@ pub(super) fn config() -> Config {
         id_prefix: "test".into(),
         jwt: None,
         token_http: false,
+        node: None,
     }
 }
 

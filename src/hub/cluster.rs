@@ -1,0 +1,483 @@
+//! Scale-out over Redis (docs/cluster.md). In a cluster a job that makes a
+//! message is not delivered where it arrives: it is relayed to Redis,
+//! whose function gives it its seq and publishes it on the channel, and
+//! every node, this one included, delivers what its subscription brings,
+//! in seq order. The job's reply waits for this node's own delivery of it
+//! (which gives the seq and the `delivered` count); Redis's answer to the
+//! relay matters when it is an error (nothing was published) or when the
+//! message never comes back on the subscription.
+//!
+//! Replies to one origin leave in request order, so a reply that waits for
+//! Redis holds back the replies of the requests behind it on the same
+//! connection (the I/O side stops reading a connection that has too many
+//! unanswered requests, which bounds these queues).
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use log::{debug, warn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::stats::{StatRow, counter, gauge};
+use super::topics::valid_topic;
+use super::{Deadline, Hub, Origin, Out};
+use crate::proto::control::{self, Message};
+
+/// Jobs waiting for Redis at most; beyond, jobs are refused at once.
+pub const MAX_WAITING: usize = 65_536;
+/// How long a relayed job may wait for Redis's answer and for its own
+/// message on the subscription before it is answered with an error.
+pub const RELAY_TIMEOUT_MS: u64 = 5_000;
+/// What a job is told while the link is down.
+pub const LINK_DOWN: &str = "redis link down";
+
+/// The header Redis's function puts before the job on the channel.
+#[derive(Debug, Deserialize)]
+struct Header {
+    seq: u64,
+    ts: u64,
+    #[serde(default)]
+    node: String,
+    #[serde(default, rename = "ref")]
+    reference: u64,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// A relayed job waiting for its message on the subscription.
+#[derive(Debug)]
+struct Waiting {
+    /// Where the reply goes, and the request's `id`.
+    origin: Origin,
+    id: Option<Value>,
+    /// A publish (its reply has no `queued`).
+    publish: bool,
+    /// Redis's answer: the seq, once it came.
+    seq: Option<u64>,
+    /// This node's delivery of it from the subscription: message id, seq
+    /// and connections reached. Redis published it, so it is done.
+    reached: Option<(Rc<str>, u64, usize)>,
+    /// Virtual ms it was relayed.
+    since: u64,
+}
+
+/// A reply in its origin's queue.
+#[derive(Debug)]
+enum Slot {
+    Ready(Vec<u8>, bool),
+    Waiting(u64),
+}
+
+/// Counters of the link, for `stats` and `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterStats {
+    /// Messages received on the subscription.
+    pub received: u64,
+    /// Messages at or below a seq already delivered here: dropped.
+    pub stale: u64,
+    /// Times a seq arrived more than one above the last one.
+    pub gaps: u64,
+    /// Messages on the channel that are not a job with a header.
+    pub bad: u64,
+    /// Times the link came back after being lost.
+    pub reconnects: u64,
+}
+
+/// The cluster state of a node.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's id (`--node-id`).
+    node: Box<str>,
+    /// Whether the link is ready (connected, subscribed, seeded).
+    up: bool,
+    /// Whether it was ever up (the next `up` is a reconnect).
+    was_up: bool,
+    next_ref: u64,
+    /// Relayed jobs by reference.
+    waiting: HashMap<u64, Waiting>,
+    /// The reference of the job the request being handled just relayed.
+    relayed: Option<u64>,
+    /// Replies that must wait for an earlier one, per origin.
+    queues: HashMap<Origin, VecDeque<Slot>>,
+    /// Whether a [`Deadline::Relays`] is pending.
+    armed: bool,
+    /// The highest seq delivered here.
+    high: u64,
+    /// Counters.
+    pub stats: ClusterStats,
+}
+
+impl Cluster {
+    /// A node that has not reached Redis yet.
+    pub fn new(node: &str) -> Cluster {
+        Cluster {
+            node: node.into(),
+            up: false,
+            was_up: false,
+            next_ref: 1,
+            waiting: HashMap::new(),
+            relayed: None,
+            queues: HashMap::new(),
+            armed: false,
+            high: 0,
+            stats: ClusterStats::default(),
+        }
+    }
+
+    /// The highest seq delivered here: the link seeds Redis's counter
+    /// with it, so a Redis that lost its data never hands out a seq again.
+    pub fn high(&self) -> u64 {
+        self.high
+    }
+
+    /// Send `line` to `origin` now, or behind the replies it waits for.
+    fn answer(&mut self, origin: Origin, line: Vec<u8>, logged: bool, out: &mut impl Out) {
+        match self.queues.get_mut(&origin) {
+            Some(queue) => queue.push_back(Slot::Ready(line, logged)),
+            None => out.reply(origin, line, logged),
+        }
+    }
+
+    /// Replace waiting slot `reference` of `origin` with `line`, then send
+    /// every reply at the head of its queue that is ready.
+    fn fill(&mut self, origin: Origin, reference: u64, line: Vec<u8>, out: &mut impl Out) {
+        let Some(queue) = self.queues.get_mut(&origin) else {
+            return; // the origin is gone
+        };
+        if let Some(slot) = queue
+            .iter_mut()
+            .find(|s| matches!(s, Slot::Waiting(r) if *r == reference))
+        {
+            *slot = Slot::Ready(line, false);
+        }
+        while let Some(Slot::Ready(..)) = queue.front() {
+            let Some(Slot::Ready(line, logged)) = queue.pop_front() else {
+                unreachable!()
+            };
+            out.reply(origin, line, logged);
+        }
+        if queue.is_empty() {
+            self.queues.remove(&origin);
+        }
+    }
+
+    /// Answer waiting job `reference` with `line` and forget it.
+    fn finish(&mut self, reference: u64, line: Vec<u8>, out: &mut impl Out) {
+        if let Some(w) = self.waiting.remove(&reference) {
+            self.fill(w.origin, reference, line, out);
+        }
+    }
+
+    /// Answer job `reference` once this node has delivered it.
+    fn try_finish(&mut self, reference: u64, out: &mut impl Out) {
+        let Some(w) = self.waiting.get(&reference) else {
+            return;
+        };
+        let Some((message_id, seq, delivered)) = &w.reached else {
+            return;
+        };
+        let mut fields = json!({"messageId": &**message_id, "seq": seq, "delivered": delivered});
+        if !w.publish {
+            fields["queued"] = json!(0);
+        }
+        let line = control::ok(w.id.clone(), fields);
+        self.finish(reference, line, out);
+    }
+
+    /// Answer a job that cannot complete with what is known of it.
+    fn fail(&mut self, reference: u64, why: &str, out: &mut impl Out) {
+        let Some(w) = self.waiting.get(&reference) else {
+            return;
+        };
+        let why = match w.seq {
+            Some(seq) => format!(
+                "{why}: redis gave the job seq {seq}, but this node has not seen it on its \
+                 subscription (other nodes may have delivered it)"
+            ),
+            None => format!("{why}: the job may or may not have been published"),
+        };
+        let line = control::error(w.id.clone(), &why);
+        self.finish(reference, line, out);
+    }
+}
+
+impl Hub {
+    /// In a cluster: hand a message job to Redis. Its reply is settled
+    /// later ([`Hub::settle_request`] picks up the reference).
+    pub(super) fn relay(
+        &mut self,
+        message: &Message,
+        message_id: Option<&str>,
+        out: &mut impl Out,
+    ) -> Result<u64, String> {
+        let now = self.now;
+        let c = self.cluster.as_mut().expect("relay only in a cluster");
+        if !c.up {
+            return Err(LINK_DOWN.into());
+        }
+        if c.waiting.len() >= MAX_WAITING {
+            return Err(format!("{MAX_WAITING} jobs already wait for redis"));
+        }
+        let reference = c.next_ref;
+        c.next_ref += 1;
+        let job = serde_json::to_vec(message).expect("a message always serialises");
+        out.relay(reference, &job, message_id);
+        c.waiting.insert(
+            reference,
+            Waiting {
+                origin: Origin::Timer,
+                id: None,
+                publish: message.topic.is_some(),
+                seq: None,
+                reached: None,
+                since: now,
+            },
+        );
+        if !c.armed {
+            c.armed = true;
+            self.wheel.insert(now + 1000, Deadline::Relays);
+        }
+        Ok(reference)
+    }
+
+    /// Note that the request being handled relayed job `reference`: its
+    /// reply waits for Redis.
+    pub(super) fn relayed(&mut self, reference: u64) {
+        if let Some(c) = &mut self.cluster {
+            c.relayed = Some(reference);
+        }
+    }
+
+    /// In a cluster: reply to a request in order, now or once its job
+    /// is through Redis.
+    pub(super) fn settle_request(
+        &mut self,
+        origin: Origin,
+        id: Option<Value>,
+        outcome: Result<Value, String>,
+        out: &mut impl Out,
+    ) {
+        let logged = self.logged;
+        let c = self.cluster.as_mut().expect("settle only in a cluster");
+        match (c.relayed.take(), outcome) {
+            (Some(reference), Ok(_)) => {
+                if let Some(w) = c.waiting.get_mut(&reference) {
+                    w.origin = origin;
+                    w.id = id;
+                    let queue = c.queues.entry(origin).or_default();
+                    queue.push_back(Slot::Waiting(reference));
+                }
+            }
+            (_, Ok(fields)) => c.answer(origin, control::ok(id, fields), logged, out),
+            (_, Err(e)) => c.answer(origin, control::error(id, &e), logged, out),
+        }
+    }
+
+    /// A control client went away: nothing more is sent to it.
+    pub(super) fn cluster_forget(&mut self, origin: Origin) {
+        if let Some(c) = &mut self.cluster {
+            c.queues.remove(&origin);
+        }
+    }
+
+    /// The link is ready (`up`) or lost.
+    pub(super) fn link_changed(&mut self, up: bool, out: &mut impl Out) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        if up {
+            c.stats.reconnects += u64::from(c.was_up);
+            c.was_up = true;
+        }
+        c.up = up;
+        if !up {
+            let mut lost: Vec<u64> = c.waiting.keys().copied().collect();
+            lost.sort_unstable();
+            for reference in lost {
+                c.fail(reference, "redis link lost", out);
+            }
+        }
+    }
+
+    /// Redis answered relayed job `reference`: its seq, or why not.
+    pub(super) fn relay_answered(
+        &mut self,
+        reference: u64,
+        result: Result<u64, &str>,
+        out: &mut impl Out,
+    ) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let Some(w) = c.waiting.get_mut(&reference) else {
+            return;
+        };
+        match result {
+            Ok(seq) => {
+                w.seq = Some(seq);
+                c.try_finish(reference, out);
+            }
+            Err(e) => {
+                let line = control::error(w.id.clone(), &format!("redis: {e}"));
+                c.finish(reference, line, out);
+            }
+        }
+    }
+
+    /// Jobs that waited too long are answered.
+    pub(super) fn sweep_relays(&mut self, out: &mut impl Out) {
+        let now = self.now;
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        c.armed = false;
+        let mut late: Vec<u64> = c
+            .waiting
+            .iter()
+            .filter(|(_, w)| now >= w.since + RELAY_TIMEOUT_MS)
+            .map(|(&r, _)| r)
+            .collect();
+        late.sort_unstable();
+        for reference in late {
+            c.fail(reference, "redis did not answer within 5 s", out);
+        }
+        if !c.waiting.is_empty() {
+            c.armed = true;
+            self.wheel.insert(now + 1000, Deadline::Relays);
+        }
+    }
+
+    /// A message on the channel: deliver it here, in seq order, once.
+    pub(super) fn remote(&mut self, payload: &[u8], out: &mut impl Out) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        c.stats.received += 1;
+        let parsed = payload.iter().position(|&b| b == b'\n').and_then(|at| {
+            let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
+            Some((header, &payload[at + 1..]))
+        });
+        let Some((header, job)) = parsed else {
+            c.stats.bad += 1;
+            debug!("redis: a message on the channel without a wspush header: dropped");
+            return;
+        };
+        if header.seq <= c.high {
+            c.stats.stale += 1;
+            debug!("redis: seq {} at or below {}: dropped", header.seq, c.high);
+            return;
+        }
+        if c.high != 0 && header.seq > c.high + 1 {
+            c.stats.gaps += 1;
+            warn!(
+                "redis: seqs {}..{} never arrived on the subscription",
+                c.high + 1,
+                header.seq - 1
+            );
+        }
+        c.high = header.seq;
+        let own = (*header.node == *c.node).then_some(header.reference);
+        let message = match job_message(job) {
+            Ok(m) => m,
+            Err(e) => {
+                c.stats.bad += 1;
+                warn!("redis: seq {}: not a job ({e}): dropped", header.seq);
+                if let Some(reference) = own
+                    && let Some(w) = c.waiting.get(&reference)
+                {
+                    let line = control::error(w.id.clone(), &format!("not a job: {e}"));
+                    c.finish(reference, line, out);
+                }
+                return;
+            }
+        };
+        let message_id: Rc<str> = match header.id {
+            Some(id) => id.into(),
+            None => format!("R-{}", header.seq).into(),
+        };
+        let report = self.fan_out(&message, header.seq, message_id, header.ts, out);
+        let c = self.cluster.as_mut().expect("still a cluster");
+        if let Some(reference) = own
+            && let Some(w) = c.waiting.get_mut(&reference)
+        {
+            w.reached = Some((report.message_id, header.seq, report.delivered));
+            c.try_finish(reference, out);
+        }
+    }
+
+    /// The link's rows of `stats` and `/metrics`.
+    pub(super) fn cluster_rows(&self, rows: &mut Vec<StatRow>) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let s = c.stats;
+        rows.extend([
+            gauge(
+                "redis_up",
+                "redis_up",
+                "1 while the Redis link is ready.",
+                u64::from(c.up),
+            ),
+            counter(
+                "redis_reconnects",
+                "redis_reconnects_total",
+                "Times the Redis link came back after being lost.",
+                s.reconnects,
+            ),
+            counter(
+                "redis_received",
+                "redis_received_total",
+                "Messages received on the Redis channel.",
+                s.received,
+            ),
+            counter(
+                "redis_stale",
+                "redis_stale_total",
+                "Channel messages at or below a seq already delivered (dropped).",
+                s.stale,
+            ),
+            counter(
+                "redis_gaps",
+                "redis_gaps_total",
+                "Times seqs were missing from the channel.",
+                s.gaps,
+            ),
+            counter(
+                "redis_bad",
+                "redis_bad_total",
+                "Channel messages that were not a wspush job (dropped).",
+                s.bad,
+            ),
+            gauge(
+                "redis_waiting",
+                "redis_waiting",
+                "Jobs waiting for Redis.",
+                c.waiting.len() as u64,
+            ),
+        ]);
+    }
+
+    /// Whether the Redis link is ready: `None` outside a cluster.
+    pub fn redis_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.up)
+    }
+
+    /// See [`Cluster::high`]; 0 outside a cluster.
+    pub fn cluster_high(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, Cluster::high)
+    }
+}
+
+/// The message a channel job carries, checked as a control request is.
+fn job_message(job: &[u8]) -> Result<Message, String> {
+    let mut message: Message = serde_json::from_slice(job).map_err(|e| e.to_string())?;
+    if let Some(topic) = &message.topic {
+        if !valid_topic(topic) {
+            return Err("bad topic".into());
+        }
+        message.users.clear();
+    }
+    message.dedupe_users();
+    Ok(message)
+}

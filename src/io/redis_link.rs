@@ -1,0 +1,397 @@
+//! The Redis link of a cluster node (`--redis`, docs/cluster.md): two
+//! sockets of the one loop, with their own tokens. The *command* socket
+//! carries the node's setup (`AUTH`, `SELECT`, `FUNCTION LOAD`, the seq
+//! seed) and every relayed job (`FCALL wspush_push`), pipelined: what a
+//! turn queues leaves in one write at the end of the turn, and replies are
+//! matched to commands in order. The *subscriber* socket says `SUBSCRIBE`
+//! once and then only receives the channel's messages, which go to the hub
+//! as [`Input::Remote`].
+//!
+//! The link is ready once the counter is seeded and the subscription is
+//! confirmed ([`Input::RedisLink`]). Any failure (a socket error or EOF, a
+//! protocol error, a setup command refused, no readiness within
+//! [`CONNECT_TIMEOUT_MS`]) drops both sockets, tells the hub, and tries
+//! again after a back-off of 1 s doubling to [`MAX_BACKOFF_MS`], on the
+//! loop's wheel.
+
+use std::collections::VecDeque;
+
+use log::{info, warn};
+
+use super::event_loop::Server;
+use super::redis_sock::{KEEP_BUFFER, Side, Sock};
+use super::{REDIS_CMD, REDIS_SUB, Timer};
+use crate::hub::Input;
+use crate::redis::addr::RedisAddr;
+use crate::redis::resp::{self, Reply};
+
+/// The function library every node loads on connecting.
+const FUNCTIONS: &str = include_str!("../redis/functions.lua");
+/// How long connecting and the setup may take.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Longest wait between two attempts.
+const MAX_BACKOFF_MS: u64 = 4_000;
+
+/// What a reply on the command socket answers.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// `AUTH`, `SELECT`, `FUNCTION LOAD`: anything but an error.
+    Setup,
+    /// `FCALL wspush_seed`.
+    Seed,
+    /// `FCALL wspush_push` of the hub's job with this reference.
+    Relay(u64),
+}
+
+/// The link's state (kept in `Wire`, so that [`crate::hub::Out::relay`]
+/// can queue commands).
+pub struct RedisLink {
+    addr: RedisAddr,
+    channel: String,
+    node: String,
+    cmd: Option<Side>,
+    sub: Option<Side>,
+    expect: VecDeque<Expect>,
+    seeded: bool,
+    subscribed: bool,
+    up: bool,
+    /// Attempts that failed in a row.
+    failures: u32,
+    /// Of the pending [`Timer::Redis`]; older ones are ignored.
+    generation: u32,
+}
+
+impl RedisLink {
+    /// A link that has not connected yet.
+    pub fn new(addr: RedisAddr, channel: String, node: String) -> RedisLink {
+        RedisLink {
+            addr,
+            channel,
+            node,
+            cmd: None,
+            sub: None,
+            expect: VecDeque::new(),
+            seeded: false,
+            subscribed: false,
+            up: false,
+            failures: 0,
+            generation: 0,
+        }
+    }
+
+    /// Queue job `reference` for Redis's function (sent at the end of the
+    /// turn). Without a connection nothing is queued: the hub hears that
+    /// the link is down and answers the job itself.
+    pub fn relay(&mut self, reference: u64, job: &[u8], message_id: Option<&str>) {
+        let Some(cmd) = self.cmd.as_mut().filter(|_| self.up) else {
+            return;
+        };
+        let mut digits = [0; 20];
+        let reference_text = resp::decimal(reference, &mut digits);
+        let mut args: Vec<&[u8]> = vec![
+            b"FCALL",
+            b"wspush_push",
+            b"0",
+            self.channel.as_bytes(),
+            job,
+            self.node.as_bytes(),
+            reference_text,
+        ];
+        if let Some(id) = message_id {
+            args.push(id.as_bytes());
+        }
+        resp::command(&mut cmd.out, &args);
+        self.expect.push_back(Expect::Relay(reference));
+    }
+}
+
+/// Which socket an event is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Which {
+    Cmd,
+    Sub,
+}
+
+impl Server {
+    /// Connect both sockets and queue the setup.
+    pub(super) fn redis_start(&mut self) {
+        let high = self.hub.cluster_high();
+        let now = self.wire.now;
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        link.generation = link.generation.wrapping_add(1);
+        let timer = Timer::Redis {
+            generation: link.generation,
+        };
+        self.wire.wheel.insert(now + CONNECT_TIMEOUT_MS, timer);
+        let opened = Sock::open(&link.addr).and_then(|cmd| Ok((cmd, Sock::open(&link.addr)?)));
+        let (mut cmd, mut sub) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                let why = format!("cannot connect to {}: {e}", link.addr);
+                return self.redis_fail(&why);
+            }
+        };
+        let registry = self.poll.registry();
+        if let Err(e) = cmd
+            .register(registry, REDIS_CMD)
+            .and_then(|()| sub.register(registry, REDIS_SUB))
+        {
+            return self.redis_fail(&format!("cannot register the redis sockets: {e}"));
+        }
+        let side = |sock| Side {
+            sock,
+            out: Vec::new(),
+            written: 0,
+            input: Vec::new(),
+        };
+        let (mut cmd, mut sub) = (side(cmd), side(sub));
+        link.addr.connect_commands(&mut cmd.out);
+        link.addr.connect_commands(&mut sub.out);
+        for _ in 0..link.addr.connect_reply_count() {
+            link.expect.push_back(Expect::Setup);
+        }
+        resp::command(
+            &mut cmd.out,
+            &[b"FUNCTION", b"LOAD", b"REPLACE", FUNCTIONS.as_bytes()],
+        );
+        link.expect.push_back(Expect::Setup);
+        let mut digits = [0; 20];
+        let high = resp::decimal(high, &mut digits);
+        let seed: [&[u8]; 5] = [
+            b"FCALL",
+            b"wspush_seed",
+            b"0",
+            link.channel.as_bytes(),
+            high,
+        ];
+        resp::command(&mut cmd.out, &seed);
+        link.expect.push_back(Expect::Seed);
+        resp::command(&mut sub.out, &[b"SUBSCRIBE", link.channel.as_bytes()]);
+        link.cmd = Some(cmd);
+        link.sub = Some(sub);
+    }
+
+    /// The link's deadline: connect again, or give up on a slow attempt.
+    pub(super) fn redis_timer(&mut self, generation: u32) {
+        let Some(link) = self.wire.redis.as_ref() else {
+            return;
+        };
+        if link.generation != generation {
+            return;
+        }
+        if link.cmd.is_none() {
+            self.redis_start();
+        } else if !link.up {
+            self.redis_fail("no answer from redis within 5 s");
+        }
+    }
+
+    /// Drop both sockets, tell the hub, and try again after a back-off.
+    pub(super) fn redis_fail(&mut self, why: &str) {
+        let now = self.wire.now;
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        let registry = self.poll.registry();
+        for side in [link.cmd.take(), link.sub.take()].into_iter().flatten() {
+            let mut side = side;
+            side.sock.deregister(registry);
+        }
+        link.expect.clear();
+        let was_up = std::mem::replace(&mut link.up, false);
+        link.seeded = false;
+        link.subscribed = false;
+        let delay = (1000u64 << link.failures.min(8)).min(MAX_BACKOFF_MS);
+        link.failures += 1;
+        link.generation = link.generation.wrapping_add(1);
+        let timer = Timer::Redis {
+            generation: link.generation,
+        };
+        self.wire.wheel.insert(now + delay, timer);
+        if was_up || link.failures == 1 {
+            warn!("redis: link down: {why}; retrying in {} s", delay / 1000);
+        } else {
+            log::debug!("redis: {why}; retrying in {} s", delay / 1000);
+        }
+        if was_up {
+            self.feed(Input::RedisLink { up: false });
+        }
+    }
+
+    /// Readiness on one of the link's sockets.
+    pub(super) fn redis_ready(&mut self, which: Which) {
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        let side = match which {
+            Which::Cmd => link.cmd.as_mut(),
+            Which::Sub => link.sub.as_mut(),
+        };
+        let Some(side) = side else {
+            return;
+        };
+        let checked = match side.sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => side.flush().and_then(|()| side.fill(&mut self.scratch)),
+        };
+        match checked {
+            Ok(true) => {}
+            Ok(false) => return self.redis_fail("redis closed the connection"),
+            Err(e) => return self.redis_fail(&e.to_string()),
+        }
+        match which {
+            Which::Cmd => self.redis_replies(),
+            Which::Sub => self.redis_messages(),
+        }
+    }
+
+    /// Write what this turn queued for Redis.
+    pub(super) fn redis_flush(&mut self) {
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        let sides = [link.cmd.as_mut(), link.sub.as_mut()];
+        let failed = sides.into_iter().flatten().find_map(|s| s.flush().err());
+        if let Some(e) = failed {
+            self.redis_fail(&e.to_string());
+        }
+    }
+
+    /// Replies on the command socket, each matched to its command.
+    fn redis_replies(&mut self) {
+        let Some(mut buf) = self.redis_input(Which::Cmd) else {
+            return;
+        };
+        let mut at = 0;
+        loop {
+            let (reply, n) = match resp::parse(&buf[at..]) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(e) => return self.redis_fail(&format!("protocol error: {e}")),
+            };
+            at += n;
+            let expect = self.wire.redis.as_mut().and_then(|l| l.expect.pop_front());
+            let Some(expect) = expect else {
+                return self.redis_fail("a reply nobody asked for");
+            };
+            let error = reply.error().map(String::from_utf8_lossy);
+            match (expect, error) {
+                (Expect::Setup | Expect::Seed, Some(e)) => {
+                    return self.redis_fail(&format!("setup refused: {e}"));
+                }
+                (Expect::Setup, None) => {}
+                (Expect::Seed, None) => {
+                    if let Some(link) = self.wire.redis.as_mut() {
+                        link.seeded = true;
+                    }
+                    self.redis_maybe_up();
+                }
+                (Expect::Relay(reference), Some(e)) => self.feed(Input::Relayed {
+                    reference,
+                    result: Err(&e),
+                }),
+                (Expect::Relay(reference), None) => {
+                    let seq = reply.as_int().and_then(|n| u64::try_from(n).ok());
+                    let result = seq.ok_or("the function did not answer a seq");
+                    self.feed(Input::Relayed { reference, result });
+                }
+            }
+        }
+        self.redis_keep(Which::Cmd, buf.split_off(at));
+    }
+
+    /// Messages on the subscriber socket.
+    fn redis_messages(&mut self) {
+        let Some(mut buf) = self.redis_input(Which::Sub) else {
+            return;
+        };
+        let mut at = 0;
+        loop {
+            let (reply, n) = match resp::parse(&buf[at..]) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(e) => return self.redis_fail(&format!("protocol error: {e}")),
+            };
+            at += n;
+            if let Some((channel, payload)) = resp::pubsub_message(&reply) {
+                let ours = self
+                    .wire
+                    .redis
+                    .as_ref()
+                    .is_some_and(|l| l.channel.as_bytes() == channel);
+                if ours {
+                    self.feed(Input::Remote { payload });
+                }
+            } else if let Some(e) = reply.error() {
+                let e = String::from_utf8_lossy(e).into_owned();
+                return self.redis_fail(&format!("subscriber refused: {e}"));
+            } else if is_subscribed(&reply) {
+                if let Some(link) = self.wire.redis.as_mut() {
+                    link.subscribed = true;
+                }
+                self.redis_maybe_up();
+            }
+        }
+        self.redis_keep(Which::Sub, buf.split_off(at));
+    }
+
+    /// Take a side's received bytes out to parse them (the hub may queue
+    /// more commands meanwhile).
+    fn redis_input(&mut self, which: Which) -> Option<Vec<u8>> {
+        let link = self.wire.redis.as_mut()?;
+        let side = match which {
+            Which::Cmd => link.cmd.as_mut()?,
+            Which::Sub => link.sub.as_mut()?,
+        };
+        Some(std::mem::take(&mut side.input))
+    }
+
+    /// Put back the bytes of an incomplete reply.
+    fn redis_keep(&mut self, which: Which, rest: Vec<u8>) {
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        let side = match which {
+            Which::Cmd => link.cmd.as_mut(),
+            Which::Sub => link.sub.as_mut(),
+        };
+        if let Some(side) = side {
+            // Bytes read while the hub ran would have gone into `input`.
+            let mut rest = rest;
+            rest.append(&mut side.input);
+            if rest.is_empty() && rest.capacity() > KEEP_BUFFER {
+                rest = Vec::new();
+            }
+            side.input = rest;
+        }
+    }
+
+    /// Seeded and subscribed: the link is ready.
+    fn redis_maybe_up(&mut self) {
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        if link.up || !link.seeded || !link.subscribed {
+            return;
+        }
+        link.up = true;
+        link.failures = 0;
+        link.generation = link.generation.wrapping_add(1); // the connect deadline is void
+        info!(
+            "redis: link up ({}, channel {}, node {})",
+            link.addr, link.channel, link.node
+        );
+        self.feed(Input::RedisLink { up: true });
+    }
+}
+
+/// `["subscribe", channel, count]`.
+fn is_subscribed(reply: &Reply<'_>) -> bool {
+    reply
+        .as_array()
+        .and_then(|items| items.first())
+        .and_then(Reply::as_bytes)
+        .is_some_and(|kind| kind.eq_ignore_ascii_case(b"subscribe"))
+}

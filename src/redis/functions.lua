@@ -1,0 +1,72 @@
+#!lua name=wspush
+-- wspush's Redis function library (docs/cluster.md). Every node loads it
+-- when its link connects (FUNCTION LOAD REPLACE), so producers with only a
+-- Redis client can push too:
+--
+--   FCALL wspush_push 0 CHANNEL JOB [NODE REF [MESSAGE_ID]]
+--
+-- JOB is a push or publish request without "op" (users, or topic, and
+-- content; title, type, key as on the control socket). In one atomic step
+-- the function takes the next seq of CHANNEL, stamps the time and
+-- publishes "HEADER\nJOB" on CHANNEL, JOB byte for byte as given; every
+-- node delivers it from its subscription. It returns the seq.
+
+local function seq_key(channel)
+  return 'wspush:' .. channel .. ':seq'
+end
+
+local function push(keys, args)
+  local channel, job = args[1], args[2]
+  if not channel or channel == '' or not job then
+    return redis.error_reply('usage: FCALL wspush_push 0 CHANNEL JOB [NODE REF [MESSAGE_ID]]')
+  end
+  local node, ref, id = args[3] or '', tonumber(args[4] or '0'), args[5]
+  if not string.match(node, '^[%w_.-]*$') or not ref or ref < 0 then
+    return redis.error_reply('wspush_push: bad NODE or REF')
+  end
+  if id and not string.match(id, '^[%w_.-]+$') then
+    return redis.error_reply('wspush_push: bad MESSAGE_ID')
+  end
+  local ok, decoded = pcall(cjson.decode, job)
+  if not ok or type(decoded) ~= 'table' then
+    return redis.error_reply('wspush_push: the job is not a JSON object')
+  end
+  if decoded.content == nil then
+    return redis.error_reply('wspush_push: the job has no "content"')
+  end
+  if decoded.topic ~= nil and type(decoded.topic) ~= 'string' then
+    return redis.error_reply('wspush_push: "topic" must be a string')
+  end
+  if decoded.users ~= nil and type(decoded.users) ~= 'table' then
+    return redis.error_reply('wspush_push: "users" must be a list of names')
+  end
+  local seq = redis.call('INCR', seq_key(channel))
+  local time = redis.call('TIME')
+  local ts = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local header = string.format('{"seq":%d,"ts":%d,"node":"%s","ref":%d', seq, ts, node, ref)
+  if id then
+    header = header .. ',"id":"' .. id .. '"'
+  end
+  redis.call('PUBLISH', channel, header .. '}\n' .. job)
+  return seq
+end
+
+-- FCALL wspush_seed 0 CHANNEL SEQ: raise CHANNEL's counter to at least SEQ
+-- (a node's highest seen), so that a Redis that lost its data never hands
+-- out a seq again. Returns the counter.
+local function seed(keys, args)
+  local floor = tonumber(args[2] or '')
+  if not args[1] or not floor then
+    return redis.error_reply('usage: FCALL wspush_seed 0 CHANNEL SEQ')
+  end
+  local key = seq_key(args[1])
+  local current = tonumber(redis.call('GET', key) or '0') or 0
+  if current < floor then
+    redis.call('SET', key, string.format('%d', floor))
+    return floor
+  end
+  return current
+end
+
+redis.register_function('wspush_push', push)
+redis.register_function('wspush_seed', seed)
