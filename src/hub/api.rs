@@ -129,6 +129,9 @@ pub enum Input<'a> {
     RedisLink {
         /// Which.
         up: bool,
+        /// When up: Redis's seq counter after the seed; seqs between the
+        /// last delivered here and it were missed while the link was down.
+        counter: u64,
     },
     /// Redis answered a job relayed with [`Out::relay`]: its seq, or the
     /// error Redis gave.
@@ -142,6 +145,12 @@ pub enum Input<'a> {
     Remote {
         /// Its payload: a header line, then the job.
         payload: &'a [u8],
+    },
+    /// The recent window answered [`Out::fetch`]: the messages it still
+    /// had of those seqs, in seq order (none if it failed).
+    Recovered {
+        /// Channel payloads, as [`Input::Remote`] carries them.
+        payloads: &'a [&'a [u8]],
     },
 }
 
@@ -233,6 +242,9 @@ pub trait Out {
     /// [`Input::Relayed`] with `reference`. `message_id` names a
     /// scheduled run.
     fn relay(&mut self, reference: u64, job: &[u8], message_id: Option<&str>);
+    /// Cluster only: ask Redis's recent window for seqs `from..=to`
+    /// (answered as [`Input::Recovered`]).
+    fn fetch(&mut self, from: u64, to: u64);
     /// The I/O facts of an open connection.
     fn link(&self, conn: ConnId) -> Option<Link>;
     /// The I/O side's counters.

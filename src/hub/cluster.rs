@@ -76,8 +76,10 @@ pub struct ClusterStats {
     pub received: u64,
     /// Messages at or below a seq already delivered here: dropped.
     pub stale: u64,
-    /// Times a seq arrived more than one above the last one.
+    /// Times a seq arrived more than one above the last one (a repair).
     pub gaps: u64,
+    /// Seqs that never arrived and were not in the recent window either.
+    pub lost: u64,
     /// Messages on the channel that are not a job with a header.
     pub bad: u64,
     /// Times the link came back after being lost.
@@ -103,7 +105,9 @@ pub struct Cluster {
     /// Whether a [`Deadline::Relays`] is pending.
     armed: bool,
     /// The highest seq delivered here.
-    high: u64,
+    pub(super) high: u64,
+    /// A gap being repaired from the recent window.
+    pub(super) repair: Option<super::repair::Repair>,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -121,6 +125,7 @@ impl Cluster {
             queues: HashMap::new(),
             armed: false,
             high: 0,
+            repair: None,
             stats: ClusterStats::default(),
         }
     }
@@ -282,16 +287,24 @@ impl Hub {
     }
 
     /// The link is ready (`up`) or lost.
-    pub(super) fn link_changed(&mut self, up: bool, out: &mut impl Out) {
+    pub(super) fn link_changed(&mut self, up: bool, counter: u64, out: &mut impl Out) {
         let Some(c) = &mut self.cluster else {
             return;
         };
         if up {
             c.stats.reconnects += u64::from(c.was_up);
             c.was_up = true;
+            c.up = true;
+            if c.high != 0 && counter > c.high && c.repair.is_none() {
+                let from = c.high + 1;
+                self.start_repair(from, counter, None, out);
+            }
+            return;
         }
         c.up = up;
         if !up {
+            self.end_repair(&[], out);
+            let c = self.cluster.as_mut().expect("still a cluster");
             let mut lost: Vec<u64> = c.waiting.keys().copied().collect();
             lost.sort_unstable();
             for reference in lost {
@@ -342,18 +355,25 @@ impl Hub {
         for reference in late {
             c.fail(reference, "redis did not answer within 5 s", out);
         }
-        if !c.waiting.is_empty() {
+        let repairing = c.repair.as_ref().map(|r| r.since);
+        if !c.waiting.is_empty() || repairing.is_some() {
             c.armed = true;
             self.wheel.insert(now + 1000, Deadline::Relays);
         }
+        if repairing.is_some_and(|since| now >= since + RELAY_TIMEOUT_MS) {
+            warn!("redis: the recent window did not come within 5 s");
+            self.end_repair(&[], out);
+        }
     }
 
-    /// A message on the channel: deliver it here, in seq order, once.
-    pub(super) fn remote(&mut self, payload: &[u8], out: &mut impl Out) {
+    /// A message from the channel (or from the recent window, with
+    /// `repair` false): deliver it here, in seq order, once. A seq more
+    /// than one above the last starts a repair (`hub/repair.rs`) unless
+    /// this is one.
+    pub(super) fn remote_message(&mut self, payload: &[u8], repair: bool, out: &mut impl Out) {
         let Some(c) = &mut self.cluster else {
             return;
         };
-        c.stats.received += 1;
         let parsed = payload.iter().position(|&b| b == b'\n').and_then(|at| {
             let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
             Some((header, &payload[at + 1..]))
@@ -369,12 +389,12 @@ impl Hub {
             return;
         }
         if c.high != 0 && header.seq > c.high + 1 {
-            c.stats.gaps += 1;
-            warn!(
-                "redis: seqs {}..{} never arrived on the subscription",
-                c.high + 1,
-                header.seq - 1
-            );
+            let (from, to) = (c.high + 1, header.seq - 1);
+            if repair {
+                return self.start_repair(from, to, Some(payload), out);
+            }
+            c.stats.lost += to - from + 1;
+            warn!("redis: seqs {from}..{to} are lost: not on the channel nor in the recent window");
         }
         c.high = header.seq;
         let own = (*header.node == *c.node).then_some(header.reference);
@@ -442,6 +462,12 @@ impl Hub {
                 "redis_gaps_total",
                 "Times seqs were missing from the channel.",
                 s.gaps,
+            ),
+            counter(
+                "redis_lost",
+                "redis_lost_total",
+                "Seqs missing from the channel and from the recent window.",
+                s.lost,
             ),
             counter(
                 "redis_bad",

@@ -35,6 +35,7 @@ mod events;
 pub mod journal;
 pub mod mailbox;
 mod ops;
+mod repair;
 mod schedule;
 pub mod session;
 pub mod stats;
@@ -223,9 +224,10 @@ impl Hub {
             Input::LogWritten { ok } => self.handle_log_written(ok),
             Input::ReloadTokens { text, name } => self.reload_tokens(text, name, out),
             Input::Shutdown => self.shut_down(out),
-            Input::RedisLink { up } => self.link_changed(up, out),
+            Input::RedisLink { up, counter } => self.link_changed(up, counter, out),
             Input::Relayed { reference, result } => self.relay_answered(reference, result, out),
             Input::Remote { payload } => self.remote(payload, out),
+            Input::Recovered { payloads } => self.end_repair(payloads, out),
         }
     }
 

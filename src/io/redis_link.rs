@@ -29,6 +29,10 @@ use crate::redis::resp::{self, Reply};
 const FUNCTIONS: &str = include_str!("../redis/functions.lua");
 /// How long connecting and the setup may take.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How often a ready link checks that its subscription still delivers:
+/// it publishes a probe on its own channel, which must come back before
+/// the next one is due.
+const PROBE_MS: u64 = 5_000;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_MS: u64 = 4_000;
 
@@ -41,6 +45,8 @@ enum Expect {
     Seed,
     /// `FCALL wspush_push` of the hub's job with this reference.
     Relay(u64),
+    /// `FCALL wspush_range`: the recent window's messages.
+    Range,
 }
 
 /// The link's state (kept in `Wire`, so that [`crate::hub::Out::relay`]
@@ -59,12 +65,23 @@ pub struct RedisLink {
     failures: u32,
     /// Of the pending [`Timer::Redis`]; older ones are ignored.
     generation: u32,
+    /// This node's probe channel, and the last probe sent and seen back.
+    probe_channel: String,
+    probe_sent: u64,
+    probe_seen: u64,
+    /// Redis's seq counter as the seed left it.
+    counter: u64,
 }
 
 impl RedisLink {
     /// A link that has not connected yet.
     pub fn new(addr: RedisAddr, channel: String, node: String) -> RedisLink {
+        let probe_channel = format!("{channel}.probe.{node}");
         RedisLink {
+            probe_channel,
+            probe_sent: 0,
+            probe_seen: 0,
+            counter: 0,
             addr,
             channel,
             node,
@@ -102,6 +119,27 @@ impl RedisLink {
         }
         resp::command(&mut cmd.out, &args);
         self.expect.push_back(Expect::Relay(reference));
+    }
+}
+
+impl RedisLink {
+    /// Queue a request for seqs `from..=to` of the recent window.
+    pub fn fetch(&mut self, from: u64, to: u64) {
+        let Some(cmd) = self.cmd.as_mut().filter(|_| self.up) else {
+            return;
+        };
+        let (mut a, mut b) = ([0; 20], [0; 20]);
+        let (from, to) = (resp::decimal(from, &mut a), resp::decimal(to, &mut b));
+        let range: [&[u8]; 6] = [
+            b"FCALL",
+            b"wspush_range",
+            b"0",
+            self.channel.as_bytes(),
+            from,
+            to,
+        ];
+        resp::command(&mut cmd.out, &range);
+        self.expect.push_back(Expect::Range);
     }
 }
 
@@ -152,6 +190,12 @@ impl Server {
         for _ in 0..link.addr.connect_reply_count() {
             link.expect.push_back(Expect::Setup);
         }
+        // Named for operators (CLIENT LIST): wspush-NODE-cmd / -sub.
+        for (side, role) in [(&mut cmd, "cmd"), (&mut sub, "sub")] {
+            let name = format!("wspush-{}-{role}", link.node);
+            resp::command(&mut side.out, &[b"CLIENT", b"SETNAME", name.as_bytes()]);
+        }
+        link.expect.push_back(Expect::Setup);
         resp::command(
             &mut cmd.out,
             &[b"FUNCTION", b"LOAD", b"REPLACE", FUNCTIONS.as_bytes()],
@@ -168,7 +212,13 @@ impl Server {
         ];
         resp::command(&mut cmd.out, &seed);
         link.expect.push_back(Expect::Seed);
-        resp::command(&mut sub.out, &[b"SUBSCRIBE", link.channel.as_bytes()]);
+        let channels: [&[u8]; 3] = [
+            b"SUBSCRIBE",
+            link.channel.as_bytes(),
+            link.probe_channel.as_bytes(),
+        ];
+        resp::command(&mut sub.out, &channels);
+        link.probe_seen = link.probe_sent;
         link.cmd = Some(cmd);
         link.sub = Some(sub);
     }
@@ -185,7 +235,35 @@ impl Server {
             self.redis_start();
         } else if !link.up {
             self.redis_fail("no answer from redis within 5 s");
+        } else if link.probe_seen < link.probe_sent {
+            self.redis_fail("the subscription stopped delivering: no probe back within 5 s");
+        } else {
+            self.redis_probe();
         }
+    }
+
+    /// Publish the next probe on this node's probe channel, and check for
+    /// it when the next one is due.
+    fn redis_probe(&mut self) {
+        let now = self.wire.now;
+        let Some(link) = self.wire.redis.as_mut() else {
+            return;
+        };
+        let Some(cmd) = link.cmd.as_mut() else {
+            return;
+        };
+        link.probe_sent += 1;
+        let mut digits = [0; 20];
+        let n = resp::decimal(link.probe_sent, &mut digits);
+        resp::command(
+            &mut cmd.out,
+            &[b"PUBLISH", link.probe_channel.as_bytes(), n],
+        );
+        link.expect.push_back(Expect::Setup);
+        let timer = Timer::Redis {
+            generation: link.generation,
+        };
+        self.wire.wheel.insert(now + PROBE_MS, timer);
     }
 
     /// Drop both sockets, tell the hub, and try again after a back-off.
@@ -216,7 +294,10 @@ impl Server {
             log::debug!("redis: {why}; retrying in {} s", delay / 1000);
         }
         if was_up {
-            self.feed(Input::RedisLink { up: false });
+            self.feed(Input::RedisLink {
+                up: false,
+                counter: 0,
+            });
         }
     }
 
@@ -285,6 +366,7 @@ impl Server {
                 (Expect::Seed, None) => {
                     if let Some(link) = self.wire.redis.as_mut() {
                         link.seeded = true;
+                        link.counter = reply.as_int().map_or(0, |n| n.max(0) as u64);
                     }
                     self.redis_maybe_up();
                 }
@@ -292,6 +374,13 @@ impl Server {
                     reference,
                     result: Err(&e),
                 }),
+                (Expect::Range, _) => {
+                    let items = reply.as_array().unwrap_or_default();
+                    let payloads: Vec<&[u8]> = items.iter().filter_map(Reply::as_bytes).collect();
+                    self.feed(Input::Recovered {
+                        payloads: &payloads,
+                    });
+                }
                 (Expect::Relay(reference), None) => {
                     let seq = reply.as_int().and_then(|n| u64::try_from(n).ok());
                     let result = seq.ok_or("the function did not answer a seq");
@@ -316,13 +405,16 @@ impl Server {
             };
             at += n;
             if let Some((channel, payload)) = resp::pubsub_message(&reply) {
-                let ours = self
-                    .wire
-                    .redis
-                    .as_ref()
-                    .is_some_and(|l| l.channel.as_bytes() == channel);
-                if ours {
+                let Some(link) = self.wire.redis.as_mut() else {
+                    return;
+                };
+                if link.channel.as_bytes() == channel {
                     self.feed(Input::Remote { payload });
+                } else if link.probe_channel.as_bytes() == channel {
+                    let n = std::str::from_utf8(payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok());
+                    link.probe_seen = link.probe_seen.max(n.unwrap_or(0));
                 }
             } else if let Some(e) = reply.error() {
                 let e = String::from_utf8_lossy(e).into_owned();
@@ -379,11 +471,16 @@ impl Server {
         link.up = true;
         link.failures = 0;
         link.generation = link.generation.wrapping_add(1); // the connect deadline is void
+        self.redis_probe();
+        let Some(link) = self.wire.redis.as_ref() else {
+            return;
+        };
         info!(
             "redis: link up ({}, channel {}, node {})",
             link.addr, link.channel, link.node
         );
-        self.feed(Input::RedisLink { up: true });
+        let counter = link.counter;
+        self.feed(Input::RedisLink { up: true, counter });
     }
 }
 

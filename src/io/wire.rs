@@ -411,6 +411,12 @@ impl Out for Wire {
         }
     }
 
+    fn fetch(&mut self, from: u64, to: u64) {
+        if let Some(link) = &mut self.redis {
+            link.fetch(from, to);
+        }
+    }
+
     fn sync_now(&mut self) -> bool {
         self.sync_log()
     }

@@ -15,6 +15,13 @@ local function seq_key(channel)
   return 'wspush:' .. channel .. ':seq'
 end
 
+-- The channel's last RECENT messages by seq, for nodes that missed some.
+local RECENT = 1024
+
+local function recent_key(channel)
+  return 'wspush:' .. channel .. ':recent'
+end
+
 local function push(keys, args)
   local channel, job = args[1], args[2]
   if not channel or channel == '' or not job then
@@ -47,8 +54,21 @@ local function push(keys, args)
   if id then
     header = header .. ',"id":"' .. id .. '"'
   end
-  redis.call('PUBLISH', channel, header .. '}\n' .. job)
+  local payload = header .. '}\n' .. job
+  redis.call('ZADD', recent_key(channel), seq, payload)
+  redis.call('ZREMRANGEBYRANK', recent_key(channel), 0, -(RECENT + 1))
+  redis.call('PUBLISH', channel, payload)
   return seq
+end
+
+-- FCALL wspush_range 0 CHANNEL FROM TO: the recent window's messages with
+-- seqs FROM to TO, in seq order (those it still has).
+local function range(keys, args)
+  local from, to = tonumber(args[2] or ''), tonumber(args[3] or '')
+  if not args[1] or not from or not to then
+    return redis.error_reply('usage: FCALL wspush_range 0 CHANNEL FROM TO')
+  end
+  return redis.call('ZRANGEBYSCORE', recent_key(args[1]), from, to)
 end
 
 -- FCALL wspush_seed 0 CHANNEL SEQ: raise CHANNEL's counter to at least SEQ
@@ -70,3 +90,4 @@ end
 
 redis.register_function('wspush_push', push)
 redis.register_function('wspush_seed', seed)
+redis.register_function{function_name = 'wspush_range', callback = range, flags = {'no-writes'}}

@@ -25,7 +25,7 @@ fn send(h: &mut Hub, out: &mut Rec, now: u64, body: Value) {
 }
 
 fn link(h: &mut Hub, out: &mut Rec, up: bool) {
-    h.handle(0, Input::RedisLink { up }, out);
+    h.handle(0, Input::RedisLink { up, counter: 0 }, out);
 }
 
 /// The channel message Redis's function publishes for a job.
@@ -106,6 +106,8 @@ fn every_message_on_the_channel_is_delivered_once_in_seq_order() {
     for seq in [5, 6, 6, 4, 9] {
         channel(&mut h, &mut out, seq, "other", 1, &job);
     }
+    // 7 and 8 are missing: the window has neither.
+    h.handle(0, Input::Recovered { payloads: &[] }, &mut out);
     assert_eq!(out.seqs(a), [5, 6, 9], "repeats and older seqs are dropped");
     let stats = request(&mut h, &mut out, 0, json!({"op": "stats"}));
     assert_eq!(
@@ -227,4 +229,98 @@ fn scheduled_runs_are_relayed_with_their_job_id() {
     let (_, job, id) = out.relays.last().unwrap().clone();
     assert_eq!(job, json!({"content": 1}));
     assert_eq!(id.as_deref(), Some(job_id.as_str()));
+}
+
+fn payload(seq: u64, job: &Value) -> String {
+    format!("{{\"seq\":{seq},\"ts\":1,\"node\":\"other\",\"ref\":0}}\n{job}")
+}
+
+#[test]
+fn a_gap_is_repaired_from_the_recent_window_in_order() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    link(&mut h, &mut out, true);
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let job = json!({"users": ["a"], "content": 0});
+    channel(&mut h, &mut out, 5, "other", 0, &job);
+    channel(&mut h, &mut out, 9, "other", 0, &job);
+    assert_eq!(out.fetches, [(6, 8)]);
+    channel(&mut h, &mut out, 10, "other", 0, &job);
+    assert_eq!(out.seqs(a), [5], "held back until the window answers");
+    // The window still has 7 and 8 (6 was trimmed).
+    let (p7, p8) = (payload(7, &job), payload(8, &job));
+    let recovered: [&[u8]; 2] = [p7.as_bytes(), p8.as_bytes()];
+    h.handle(
+        0,
+        Input::Recovered {
+            payloads: &recovered,
+        },
+        &mut out,
+    );
+    assert_eq!(out.seqs(a), [5, 7, 8, 9, 10]);
+    let stats = request(&mut h, &mut out, 0, json!({"op": "stats"}));
+    assert_eq!(
+        (stats["redis_gaps"].clone(), stats["redis_lost"].clone()),
+        (json!(1), json!(1))
+    );
+}
+
+#[test]
+fn a_repair_that_gets_no_answer_ends_after_5_s() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    link(&mut h, &mut out, true);
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let job = json!({"users": ["a"], "content": 0});
+    channel(&mut h, &mut out, 1, "other", 0, &job);
+    channel(&mut h, &mut out, 3, "other", 0, &job);
+    h.handle(4_000, Input::Tick, &mut out);
+    assert_eq!(out.seqs(a), [1]);
+    h.handle(6_100, Input::Tick, &mut out);
+    assert_eq!(out.seqs(a), [1, 3], "delivered without the lost seq");
+    // Losing the link ends a repair at once too.
+    channel(&mut h, &mut out, 6, "other", 0, &job);
+    link(&mut h, &mut out, false);
+    assert_eq!(out.seqs(a), [1, 3, 6]);
+}
+
+#[test]
+fn seqs_missed_while_the_link_was_down_are_fetched_when_it_is_back() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    link(&mut h, &mut out, true);
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let job = json!({"users": ["a"], "content": 0});
+    channel(&mut h, &mut out, 3, "other", 0, &job);
+    link(&mut h, &mut out, false);
+    h.handle(
+        0,
+        Input::RedisLink {
+            up: true,
+            counter: 5,
+        },
+        &mut out,
+    );
+    assert_eq!(out.fetches, [(4, 5)]);
+    let (p4, p5) = (payload(4, &job), payload(5, &job));
+    let recovered: [&[u8]; 2] = [p4.as_bytes(), p5.as_bytes()];
+    h.handle(
+        0,
+        Input::Recovered {
+            payloads: &recovered,
+        },
+        &mut out,
+    );
+    assert_eq!(out.seqs(a), [3, 4, 5]);
+    // A Redis that came back empty was seeded to 3: nothing to fetch.
+    link(&mut h, &mut out, false);
+    h.handle(
+        0,
+        Input::RedisLink {
+            up: true,
+            counter: 5,
+        },
+        &mut out,
+    );
+    assert_eq!(out.fetches.len(), 1);
 }

@@ -40,6 +40,8 @@ pub(super) struct Rec {
     pub(super) syncs: usize,
     /// Jobs relayed to Redis: reference, job JSON, message id.
     pub(super) relays: Vec<(u64, Value, Option<String>)>,
+    /// Seq ranges asked of the recent window.
+    pub(super) fetches: Vec<(u64, u64)>,
 }
 
 impl Out for Rec {
@@ -84,6 +86,9 @@ impl Out for Rec {
         let job = serde_json::from_slice(job).expect("a relayed job is JSON");
         self.relays
             .push((reference, job, message_id.map(str::to_owned)));
+    }
+    fn fetch(&mut self, from: u64, to: u64) {
+        self.fetches.push((from, to));
     }
     fn sync_now(&mut self) -> bool {
         self.syncs += 1;
