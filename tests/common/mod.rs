@@ -378,6 +378,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Under a wrapper (strace), the server is the wrapper's child:
+        // killing the wrapper alone would leave it running.
+        let pid = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        for child in children.unwrap_or_default().split_whitespace() {
+            if let Ok(child) = child.parse::<i32>() {
+                unsafe { libc::kill(child, libc::SIGKILL) };
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {

@@ -44,7 +44,9 @@ struct Args {
     /// What to measure.
     #[arg(value_enum)]
     mode: Mode,
-    /// wspush's WebSocket address.
+    /// wspush's WebSocket address; several, comma-separated (the nodes of
+    /// a cluster): worker process k connects to the k-th (round robin), so
+    /// with `--per-process N` each node gets N connections in turn.
     #[arg(long, default_value = "127.0.0.1:7001")]
     addr: String,
     /// wspush's `--ws-path`.
@@ -114,9 +116,15 @@ struct Args {
 
 impl Args {
     fn url(&self) -> String {
+        self.url_for(0)
+    }
+    /// The URL template worker `k` connects with.
+    fn url_for(&self, k: usize) -> String {
+        let addrs: Vec<&str> = self.addr.split(',').collect();
+        let addr = addrs[k % addrs.len()];
         self.url
             .clone()
-            .unwrap_or_else(|| format!("ws://{}{}/{{token}}", self.addr, self.ws_path))
+            .unwrap_or_else(|| format!("ws://{addr}{}/{{token}}", self.ws_path))
     }
     fn tokens(&self) -> Tokens {
         Tokens {
@@ -265,8 +273,9 @@ impl Run {
     fn spawn(&mut self) {
         let exe = std::env::current_exe().expect("own path");
         let mut cmd = Command::new(exe);
+        let url = self.args.url_for(self.workers.len());
         cmd.arg("idle")
-            .args(["--worker", "--url", &self.args.url(), "--trigger", "-"])
+            .args(["--worker", "--url", &url, "--trigger", "-"])
             .args(["--token-prefix", &self.args.token_prefix])
             .args(["--timeout", &self.args.timeout.to_string()])
             .args(["--count", &self.args.tokens().pool.to_string()]);
