@@ -341,3 +341,34 @@ fn a_node_without_redis_starts_and_says_it_is_down() {
     // Other requests are answered as usual.
     assert_eq!(s.control(json!({"op": "clients"}))["ok"], json!(true));
 }
+
+#[test]
+fn a_plain_publish_is_relayed_once_by_the_leader() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), "A"), node(&redis.url(), "B"));
+    for s in [&a, &b] {
+        wait_health(s, 200, 10);
+        s.grant("t-alice", "alice");
+    }
+    // Each node learns of the other at its next lease renewal (5 s).
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while [&a, &b]
+        .iter()
+        .any(|s| s.stats()["redis_nodes"] != json!(2))
+    {
+        assert!(Instant::now() < deadline, "the nodes never saw each other");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut on_a = a.ws_connect("t-alice");
+    let mut on_b = b.ws_connect("t-alice");
+    let job = json!({"op": "push", "users": ["alice"], "content": {"n": 1}}).to_string();
+    redis.cli(&["PUBLISH", "wspush", &job]);
+    let got_a = receive(&mut on_a, 1);
+    assert_eq!(got_a, receive(&mut on_b, 1));
+    assert_eq!(contents(&got_a), [1]);
+    assert!(got_a[0]["seq"].as_u64() >= Some(1));
+    assert_eq!(a.stats()["redis_plain"], json!(1), "A sorts first");
+    assert_eq!(b.stats()["redis_plain"], json!(0));
+}

@@ -146,6 +146,14 @@ pub enum Input<'a> {
         /// Its payload: a header line, then the job.
         payload: &'a [u8],
     },
+    /// The nodes alive in the cluster, as this node's lease renewal saw
+    /// them.
+    RedisNodes {
+        /// How many.
+        alive: usize,
+        /// Whether this node sorts first: it relays plain `PUBLISH`ed jobs.
+        leader: bool,
+    },
     /// The recent window answered [`Out::fetch`]: the messages it still
     /// had of those seqs, in seq order (none if it failed).
     Recovered {

@@ -19,8 +19,7 @@ use log::{debug, warn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::stats::{StatRow, counter, gauge};
-use super::topics::valid_topic;
+use super::nodes::job_message;
 use super::{Deadline, Hub, Origin, Out};
 use crate::proto::control::{self, Message};
 
@@ -47,7 +46,7 @@ struct Header {
 
 /// A relayed job waiting for its message on the subscription.
 #[derive(Debug)]
-struct Waiting {
+pub(super) struct Waiting {
     /// Where the reply goes, and the request's `id`.
     origin: Origin,
     id: Option<Value>,
@@ -80,8 +79,10 @@ pub struct ClusterStats {
     pub gaps: u64,
     /// Seqs that never arrived and were not in the recent window either.
     pub lost: u64,
-    /// Messages on the channel that are not a job with a header.
+    /// Messages on the channel that are not a job (dropped).
     pub bad: u64,
+    /// Plain `PUBLISH`ed jobs this node relayed as the leader.
+    pub plain: u64,
     /// Times the link came back after being lost.
     pub reconnects: u64,
 }
@@ -92,12 +93,12 @@ pub struct Cluster {
     /// This node's id (`--node-id`).
     node: Box<str>,
     /// Whether the link is ready (connected, subscribed, seeded).
-    up: bool,
+    pub(super) up: bool,
     /// Whether it was ever up (the next `up` is a reconnect).
     was_up: bool,
     next_ref: u64,
     /// Relayed jobs by reference.
-    waiting: HashMap<u64, Waiting>,
+    pub(super) waiting: HashMap<u64, Waiting>,
     /// The reference of the job the request being handled just relayed.
     relayed: Option<u64>,
     /// Replies that must wait for an earlier one, per origin.
@@ -108,6 +109,9 @@ pub struct Cluster {
     pub(super) high: u64,
     /// A gap being repaired from the recent window.
     pub(super) repair: Option<super::repair::Repair>,
+    /// Nodes alive, and whether this one leads (`hub/nodes.rs`).
+    pub(super) alive: usize,
+    pub(super) leader: bool,
     /// Counters.
     pub stats: ClusterStats,
 }
@@ -126,6 +130,8 @@ impl Cluster {
             armed: false,
             high: 0,
             repair: None,
+            alive: 0,
+            leader: false,
             stats: ClusterStats::default(),
         }
     }
@@ -379,9 +385,7 @@ impl Hub {
             Some((header, &payload[at + 1..]))
         });
         let Some((header, job)) = parsed else {
-            c.stats.bad += 1;
-            debug!("redis: a message on the channel without a wspush header: dropped");
-            return;
+            return self.plain_job(payload, out);
         };
         if header.seq <= c.high {
             c.stats.stale += 1;
@@ -425,85 +429,4 @@ impl Hub {
             c.try_finish(reference, out);
         }
     }
-
-    /// The link's rows of `stats` and `/metrics`.
-    pub(super) fn cluster_rows(&self, rows: &mut Vec<StatRow>) {
-        let Some(c) = &self.cluster else {
-            return;
-        };
-        let s = c.stats;
-        rows.extend([
-            gauge(
-                "redis_up",
-                "redis_up",
-                "1 while the Redis link is ready.",
-                u64::from(c.up),
-            ),
-            counter(
-                "redis_reconnects",
-                "redis_reconnects_total",
-                "Times the Redis link came back after being lost.",
-                s.reconnects,
-            ),
-            counter(
-                "redis_received",
-                "redis_received_total",
-                "Messages received on the Redis channel.",
-                s.received,
-            ),
-            counter(
-                "redis_stale",
-                "redis_stale_total",
-                "Channel messages at or below a seq already delivered (dropped).",
-                s.stale,
-            ),
-            counter(
-                "redis_gaps",
-                "redis_gaps_total",
-                "Times seqs were missing from the channel.",
-                s.gaps,
-            ),
-            counter(
-                "redis_lost",
-                "redis_lost_total",
-                "Seqs missing from the channel and from the recent window.",
-                s.lost,
-            ),
-            counter(
-                "redis_bad",
-                "redis_bad_total",
-                "Channel messages that were not a wspush job (dropped).",
-                s.bad,
-            ),
-            gauge(
-                "redis_waiting",
-                "redis_waiting",
-                "Jobs waiting for Redis.",
-                c.waiting.len() as u64,
-            ),
-        ]);
-    }
-
-    /// Whether the Redis link is ready: `None` outside a cluster.
-    pub fn redis_up(&self) -> Option<bool> {
-        self.cluster.as_ref().map(|c| c.up)
-    }
-
-    /// See [`Cluster::high`]; 0 outside a cluster.
-    pub fn cluster_high(&self) -> u64 {
-        self.cluster.as_ref().map_or(0, Cluster::high)
-    }
-}
-
-/// The message a channel job carries, checked as a control request is.
-fn job_message(job: &[u8]) -> Result<Message, String> {
-    let mut message: Message = serde_json::from_slice(job).map_err(|e| e.to_string())?;
-    if let Some(topic) = &message.topic {
-        if !valid_topic(topic) {
-            return Err("bad topic".into());
-        }
-        message.users.clear();
-    }
-    message.dedupe_users();
-    Ok(message)
 }

@@ -34,6 +34,7 @@ mod deliver;
 mod events;
 pub mod journal;
 pub mod mailbox;
+mod nodes;
 mod ops;
 mod repair;
 mod schedule;
@@ -228,6 +229,7 @@ impl Hub {
             Input::Relayed { reference, result } => self.relay_answered(reference, result, out),
             Input::Remote { payload } => self.remote(payload, out),
             Input::Recovered { payloads } => self.end_repair(payloads, out),
+            Input::RedisNodes { alive, leader } => self.nodes_seen(alive, leader),
         }
     }
 

@@ -33,6 +33,9 @@ const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// it publishes a probe on its own channel, which must come back before
 /// the next one is due.
 const PROBE_MS: u64 = 5_000;
+/// A node's lease (renewed with every probe): a node that stops renewing
+/// it is no longer counted alive after this long.
+const LEASE_MS: &[u8] = b"15000";
 /// Longest wait between two attempts.
 const MAX_BACKOFF_MS: u64 = 4_000;
 
@@ -47,6 +50,8 @@ enum Expect {
     Relay(u64),
     /// `FCALL wspush_range`: the recent window's messages.
     Range,
+    /// `FCALL wspush_lease`: the nodes alive.
+    Lease,
 }
 
 /// The link's state (kept in `Wire`, so that [`crate::hub::Out::relay`]
@@ -260,6 +265,16 @@ impl Server {
             &[b"PUBLISH", link.probe_channel.as_bytes(), n],
         );
         link.expect.push_back(Expect::Setup);
+        let lease: [&[u8]; 6] = [
+            b"FCALL",
+            b"wspush_lease",
+            b"0",
+            link.channel.as_bytes(),
+            link.node.as_bytes(),
+            LEASE_MS,
+        ];
+        resp::command(&mut cmd.out, &lease);
+        link.expect.push_back(Expect::Lease);
         let timer = Timer::Redis {
             generation: link.generation,
         };
@@ -374,6 +389,14 @@ impl Server {
                     reference,
                     result: Err(&e),
                 }),
+                (Expect::Lease, _) => {
+                    let items = reply.as_array().unwrap_or_default();
+                    let first = items.iter().filter_map(Reply::as_bytes).min();
+                    let node = self.wire.redis.as_ref().map(|l| l.node.as_bytes());
+                    let leader = first.is_some() && first == node;
+                    let alive = items.len();
+                    self.feed(Input::RedisNodes { alive, leader });
+                }
                 (Expect::Range, _) => {
                     let items = reply.as_array().unwrap_or_default();
                     let payloads: Vec<&[u8]> = items.iter().filter_map(Reply::as_bytes).collect();

@@ -88,6 +88,23 @@ local function seed(keys, args)
   return current
 end
 
+-- FCALL wspush_lease 0 CHANNEL NODE TTL_MS: NODE is alive for TTL_MS more;
+-- answers the nodes alive now, by name. The node that sorts first relays
+-- plain PUBLISHed jobs (docs/cluster.md).
+local function lease(keys, args)
+  local ttl = tonumber(args[3] or '')
+  if not args[1] or not args[2] or not ttl then
+    return redis.error_reply('usage: FCALL wspush_lease 0 CHANNEL NODE TTL_MS')
+  end
+  local key = 'wspush:' .. args[1] .. ':nodes'
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZADD', key, now + ttl, args[2])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZRANGE', key, 0, -1)
+end
+
 redis.register_function('wspush_push', push)
+redis.register_function('wspush_lease', lease)
 redis.register_function('wspush_seed', seed)
 redis.register_function{function_name = 'wspush_range', callback = range, flags = {'no-writes'}}

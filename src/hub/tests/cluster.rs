@@ -324,3 +324,64 @@ fn seqs_missed_while_the_link_was_down_are_fetched_when_it_is_back() {
     );
     assert_eq!(out.fetches.len(), 1);
 }
+
+#[test]
+fn the_leader_relays_plainly_published_jobs_and_the_others_ignore_them() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    link(&mut h, &mut out, true);
+    let plain = json!({"op": "push", "users": ["a"], "content": 1, "topic": "x"}).to_string();
+    h.handle(
+        0,
+        Input::Remote {
+            payload: plain.as_bytes(),
+        },
+        &mut out,
+    );
+    assert!(out.relays.is_empty(), "not the leader");
+    h.handle(
+        0,
+        Input::RedisNodes {
+            alive: 2,
+            leader: true,
+        },
+        &mut out,
+    );
+    h.handle(
+        0,
+        Input::Remote {
+            payload: plain.as_bytes(),
+        },
+        &mut out,
+    );
+    assert_eq!(out.relays.len(), 1);
+    assert_eq!(
+        out.relays[0].1,
+        json!({"users": ["a"], "content": 1}),
+        "push drops the topic"
+    );
+    for refused in [
+        json!({"op": "publish", "content": 1}),
+        json!({"op": "push", "content": 1, "delay": 5}),
+        json!({"op": "stats"}),
+    ] {
+        let line = refused.to_string();
+        h.handle(
+            0,
+            Input::Remote {
+                payload: line.as_bytes(),
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(out.relays.len(), 1);
+    let stats = request(&mut h, &mut out, 0, json!({"op": "stats"}));
+    assert_eq!(
+        (
+            stats["redis_plain"].clone(),
+            stats["redis_bad"].clone(),
+            stats["redis_nodes"].clone()
+        ),
+        (json!(1), json!(3), json!(2))
+    );
+}
