@@ -372,3 +372,35 @@ fn a_plain_publish_is_relayed_once_by_the_leader() {
     assert_eq!(a.stats()["redis_plain"], json!(1), "A sorts first");
     assert_eq!(b.stats()["redis_plain"], json!(0));
 }
+
+#[test]
+fn the_link_takes_its_settings_from_the_environment() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let s = Server::start_opts(ServerOpts {
+        env: vec![
+            ("WSPUSH_REDIS".into(), redis.url()),
+            ("WSPUSH_REDIS_CHANNEL".into(), "plant-7".into()),
+            ("WSPUSH_NODE_ID".into(), "gw1".into()),
+        ],
+        ..Default::default()
+    });
+    wait_health(&s, 200, 10);
+    s.grant("t", "ann");
+    let mut ws = s.ws_connect("t");
+    let job = json!({"users": ["ann"], "content": {"n": 1}}).to_string();
+    assert_eq!(
+        redis.cli(&["FCALL", "wspush_push", "0", "plant-7", &job]),
+        "1"
+    );
+    assert_eq!(contents(&receive(&mut ws, 1)), [1]);
+    assert!(
+        redis
+            .cli(&["CLIENT", "LIST"])
+            .contains("name=wspush-gw1-sub")
+    );
+    // Another channel's jobs do not reach it.
+    redis.cli(&["FCALL", "wspush_push", "0", "wspush", &job]);
+    expect_silence(&mut ws, Duration::from_millis(300));
+}
