@@ -30,8 +30,9 @@
 //!     `io/ctrl_conn.rs`: control clients; `io/outbox.rs`: coalesced
 //!     vectored writes; `io/store.rs`: the log file; `io/heap.rs`;
 //!     `io/tallies.rs`: closes by code, HTTP errors by status, fan-out times;
-//!     `io/setup.rs`: sockets and limits at start; `io/redis_link.rs` and
-//!     `io/redis_sock.rs`: the Redis link's two sockets in the loop.
+//!     `io/setup.rs`: sockets and limits at start; `io/redis_link.rs`,
+//!     `io/redis_read.rs` and `io/redis_sock.rs`: the Redis link's two
+//!     sockets in the loop.
 //! - [`proto`]: wire formats on byte slices: `proto/handshake.rs` (the HTTP
 //!   upgrade), `proto/response.rs` (plain HTTP answers), `proto/demo.rs`
 //!   (the embedded demo page), `proto/http.rs` (the HTTP API's requests and answers),

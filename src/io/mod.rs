@@ -8,7 +8,7 @@
 //! frames, connection deadlines), [`conn`] (one connection's I/O state and
 //! the frame → message decoder), [`ctrl_conn`] (control clients: lines in,
 //! held replies out), [`outbox`] (coalesced vectored writes and the
-//! backlog), [`store`] (the log file), `redis_link` and `redis_sock` (the
+//! backlog), [`store`] (the log file), `redis_link`, `redis_read` and `redis_sock` (the
 //! Redis link of a cluster node), [`heap`], `setup`.
 
 pub mod conn;
@@ -18,6 +18,7 @@ pub mod heap;
 mod http_conn;
 pub mod outbox;
 mod redis_link;
+mod redis_read;
 mod redis_sock;
 mod setup;
 pub mod store;
