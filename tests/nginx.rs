@@ -6,11 +6,12 @@
 //! python3 the test skips (and fails under `WSPUSH_REQUIRE_EXTERNAL=1`).
 
 mod common;
+#[path = "common/nginx.rs"]
+mod nginx;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::json;
@@ -44,17 +45,6 @@ while len(buf) < start + n:
     buf += s.recv(4096)
 print(buf[start:start + n].decode(), flush=True)
 "#;
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its workers, which
-        // a killed master would leave running.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 /// Everything the test needs from outside, or the reason it is missing.
 fn programs() -> Result<(), String> {
@@ -94,64 +84,31 @@ fn certificate(dir: &Path) {
 }
 
 /// nginx on a free port with the shipped server block, in front of `s`.
-fn start_nginx(dir: &Path, s: &Server) -> (Nginx, u16) {
+fn start_nginx(dir: &Path, s: &Server) -> (nginx::Nginx, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tools/nginx/wspush.conf"
-    ))
-    .unwrap();
-    let site: String = shipped
-        .lines()
-        .map(|line| {
-            if line.contains("# test: upstream") {
-                format!("    server {};", s.addr)
-            } else if line.contains("# test: listen") {
-                format!("    listen 127.0.0.1:{port} ssl;")
-            } else if line.contains("# test: certificate") {
-                format!("    ssl_certificate {};", dir.join("cert.pem").display())
-            } else if line.contains("# test: key") {
-                format!("    ssl_certificate_key {};", dir.join("key.pem").display())
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let d = dir.display();
-    let main = format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n\
-         scgi_temp_path {d}/scgi;\n{site}\n}}\n"
+    let site = nginx::site(
+        "wspush.conf",
+        &[
+            ("# test: upstream", format!("    server {};", s.addr)),
+            (
+                "# test: listen",
+                format!("    listen 127.0.0.1:{port} ssl;"),
+            ),
+            (
+                "# test: certificate",
+                format!("    ssl_certificate {};", dir.join("cert.pem").display()),
+            ),
+            (
+                "# test: key",
+                format!("    ssl_certificate_key {};", dir.join("key.pem").display()),
+            ),
+        ],
     );
-    std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let nginx = Nginx(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not listen: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (nginx, port)
+    (nginx::start(dir, &site, port), port)
 }
 
 /// Connect the wss client through nginx, push to it, and return what

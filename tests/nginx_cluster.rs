@@ -5,28 +5,18 @@
 //! `WSPUSH_REQUIRE_EXTERNAL=1`).
 
 mod common;
+#[path = "common/nginx.rs"]
+mod nginx;
 #[path = "common/redis.rs"]
 mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use redis::RedisServer;
 use serde_json::json;
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its workers, which
-        // a killed master would leave running.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -37,58 +27,18 @@ fn free_port() -> u16 {
 }
 
 /// nginx on a free port with the shipped config, in front of `nodes`.
-fn start_nginx(dir: &Path, nodes: [SocketAddr; 2]) -> (Nginx, u16) {
+fn start_nginx(dir: &Path, nodes: [SocketAddr; 2]) -> (nginx::Nginx, u16) {
     let port = free_port();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tools/nginx/cluster.conf"
-    ))
-    .unwrap();
-    let site: String = shipped
-        .lines()
-        .map(|line| {
-            if line.contains("# test: node a") {
-                format!("    server {} max_fails=1 fail_timeout=10s;", nodes[0])
-            } else if line.contains("# test: node b") {
-                format!("    server {} max_fails=1 fail_timeout=10s;", nodes[1])
-            } else if line.contains("# test: listen") {
-                format!("    listen 127.0.0.1:{port};")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let d = dir.display();
-    let main = format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n\
-         scgi_temp_path {d}/scgi;\n{site}\n}}\n"
+    let upstream = |addr| format!("    server {addr} max_fails=1 fail_timeout=10s;");
+    let site = nginx::site(
+        "cluster.conf",
+        &[
+            ("# test: node a", upstream(nodes[0])),
+            ("# test: node b", upstream(nodes[1])),
+            ("# test: listen", format!("    listen 127.0.0.1:{port};")),
+        ],
     );
-    std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let nginx = Nginx(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not listen: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (nginx, port)
+    (nginx::start(dir, &site, port), port)
 }
 
 /// A node on a fixed free port (nginx's upstream names it).
