@@ -327,7 +327,7 @@ pub struct ServeArgs {
     pub max_jobs: usize,
     /// Join a cluster of nodes sharing this Redis (redis://[user:password@]host[:port][/db], or
     /// unix:///path?db=N&password=P): every push gets its seq from Redis and reaches the
-    /// clients of every node (docs/cluster.md). Not with --mailbox yet.
+    /// clients of every node (docs/cluster.md); with --mailbox, held messages and history live there.
     #[arg(long, env = "WSPUSH_REDIS", value_name = "URL", value_parser = crate::redis::addr::parse)]
     pub redis: Option<crate::redis::addr::RedisAddr>,
     /// The Redis channel (and key prefix) the nodes of one cluster share.

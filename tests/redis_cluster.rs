@@ -319,14 +319,6 @@ fn a_node_killed_does_not_stop_the_other() {
 }
 
 #[test]
-fn mailbox_with_redis_is_refused_at_start() {
-    let out = serve_refused(&["--redis", "redis://127.0.0.1:1", "--mailbox", "16"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--mailbox"), "{stderr}");
-}
-
-#[test]
 fn a_node_without_redis_starts_and_says_it_is_down() {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -130,6 +130,7 @@ impl Out for Mem {
     fn log(&mut self, _record: &LogRecord<'_>) {}
     fn relay(&mut self, _reference: u64, _job: &[u8], _message_id: Option<&str>) {}
     fn fetch(&mut self, _from: u64, _to: u64) {}
+    fn call(&mut self, _reference: u64, _call: wspush::hub::Call<'_>) {}
     fn sync_now(&mut self) -> bool {
         true
     }

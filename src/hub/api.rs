@@ -160,6 +160,63 @@ pub enum Input<'a> {
         /// Channel payloads, as [`Input::Remote`] carries them.
         payloads: &'a [&'a [u8]],
     },
+    /// Redis answered a [`Out::call`] made with a reference.
+    Called {
+        /// The reference given to [`Out::call`].
+        reference: u64,
+        /// The function's answer as a list of strings (an array's items;
+        /// a string or number as one item), or the error Redis gave.
+        result: Result<&'a [&'a [u8]], &'a str>,
+    },
+}
+
+/// What a cluster node with `--mailbox` asks of Redis's functions
+/// (docs/cluster.md, "Mailbox"): the held messages and history live there.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    /// A connection of `user` opened here (or `collect`: an HTTP collect):
+    /// answered with the payloads it must get first.
+    Online {
+        /// The user.
+        user: &'a str,
+        /// `?since=`.
+        since: Option<u64>,
+        /// Only collect: the user is not online because of it.
+        collect: bool,
+    },
+    /// The last connection of `user` here closed.
+    Offline {
+        /// The user.
+        user: &'a str,
+    },
+    /// These users have connections here (after the link came back).
+    Present {
+        /// The users.
+        users: &'a [&'a str],
+    },
+    /// A message held for `user` reached one of its connections here live.
+    Claim {
+        /// The user.
+        user: &'a str,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// A page of the shared records (`messages`), answered as its JSON.
+    Messages {
+        /// Only this user's.
+        user: Option<&'a str>,
+        /// Only records with this status.
+        status: Option<&'a str>,
+        /// Seqs above this one.
+        after: u64,
+        /// Records at most.
+        limit: usize,
+    },
+    /// Delete every record of a message (`delete`), answered with the count.
+    Delete {
+        /// Its message id.
+        message_id: &'a str,
+    },
 }
 
 /// What the hub may ask of the I/O side about a connection.
@@ -253,6 +310,9 @@ pub trait Out {
     /// Cluster only: ask Redis's recent window for seqs `from..=to`
     /// (answered as [`Input::Recovered`]).
     fn fetch(&mut self, from: u64, to: u64);
+    /// Cluster only: call one of Redis's mailbox functions. With a
+    /// `reference` other than 0 the answer comes back as [`Input::Called`].
+    fn call(&mut self, reference: u64, call: Call<'_>);
     /// The I/O facts of an open connection.
     fn link(&self, conn: ConnId) -> Option<Link>;
     /// The I/O side's counters.

@@ -20,9 +20,9 @@ use log::{debug, info};
 use super::tokens::{self, TokenTag};
 use super::topics;
 use super::{ConnId, Deadline, Hub, Origin, Out};
+use crate::proto::control;
 use crate::proto::handshake::Upgrade;
 use crate::proto::jwt::{self, JwtError};
-use crate::proto::{control, frame};
 use crate::wheel::TimerId;
 
 /// Close code: this token will never work (unknown, revoked, malformed,
@@ -145,22 +145,16 @@ impl Hub {
             }
             Err(Refusal::Full) => unreachable!("collecting takes no connection"),
         };
+        if self.shared_mailbox() {
+            return self.shared_collect(origin, &user, since, out);
+        }
         if !self.mailbox.enabled() {
             let body = control::error(None, "the mailbox is off (--mailbox)");
             return out.answer(origin, 404, body);
         }
         let frames = self.take_held(&user, since, out);
-        let mut body = Vec::with_capacity(2 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
-        body.push(b'[');
-        for (i, frame) in frames.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(frame::server_payload(frame));
-        }
-        body.extend_from_slice(b"]\n");
         debug!("{origin:?}: collected {} for user {user}", frames.len());
-        out.answer(origin, 200, body);
+        out.answer(origin, 200, super::shared::collect_body(&frames));
     }
 
     fn verify(&self, key: &jwt::Key, token: &str) -> Result<Admitted, Refusal> {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::nodes::job_message;
-use super::{Deadline, Hub, Origin, Out};
+use super::{ConnId, Deadline, Hub, Origin, Out};
 use crate::proto::control::{self, Message};
 
 /// Jobs waiting for Redis at most; beyond, jobs are refused at once.
@@ -33,15 +33,46 @@ pub const LINK_DOWN: &str = "redis link down";
 
 /// The header Redis's function puts before the job on the channel.
 #[derive(Debug, Deserialize)]
-struct Header {
-    seq: u64,
-    ts: u64,
+pub(super) struct Header {
+    pub(super) seq: u64,
+    pub(super) ts: u64,
     #[serde(default)]
     node: String,
     #[serde(default, rename = "ref")]
     reference: u64,
     #[serde(default)]
     id: Option<String>,
+    /// With the shared mailbox: the users it was held for (offline on
+    /// every live node when Redis ran the function).
+    #[serde(default)]
+    pub(super) held: Vec<String>,
+}
+
+impl Header {
+    /// The message id every node gives it.
+    pub(super) fn message_id(&self) -> Rc<str> {
+        match &self.id {
+            Some(id) => id.as_str().into(),
+            None => format!("R-{}", self.seq).into(),
+        }
+    }
+}
+
+/// A channel payload's header and job, or `None` if it has no header (a
+/// plain `PUBLISH`).
+pub(super) fn split(payload: &[u8]) -> Option<(Header, &[u8])> {
+    let at = payload.iter().position(|&b| b == b'\n')?;
+    let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
+    Some((header, &payload[at + 1..]))
+}
+
+/// A request answered by a mailbox function rather than by a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Query {
+    /// `messages`: the function answers the page's JSON.
+    Messages,
+    /// `delete`: the function answers the count.
+    Delete,
 }
 
 /// A relayed job waiting for its message on the subscription.
@@ -49,14 +80,17 @@ struct Header {
 pub(super) struct Waiting {
     /// Where the reply goes, and the request's `id`.
     origin: Origin,
-    id: Option<Value>,
+    pub(super) id: Option<Value>,
     /// A publish (its reply has no `queued`).
     publish: bool,
+    /// Not a job: a mailbox request answered by Redis.
+    pub(super) query: Option<Query>,
     /// Redis's answer: the seq, once it came.
     seq: Option<u64>,
-    /// This node's delivery of it from the subscription: message id, seq
-    /// and connections reached. Redis published it, so it is done.
-    reached: Option<(Rc<str>, u64, usize)>,
+    /// This node's delivery of it from the subscription: message id, seq,
+    /// connections reached and users held for. Redis published it, so it
+    /// is done.
+    reached: Option<(Rc<str>, u64, usize, usize)>,
     /// Virtual ms it was relayed.
     since: u64,
 }
@@ -112,13 +146,19 @@ pub struct Cluster {
     /// Nodes alive, and whether this one leads (`hub/nodes.rs`).
     pub(super) alive: usize,
     pub(super) leader: bool,
+    /// Whether the mailbox is on: it lives in Redis (`hub/shared.rs`).
+    pub(super) mailbox: bool,
+    /// Connections waiting for what the shared mailbox has for them.
+    pub(super) catching: HashMap<ConnId, super::shared::CatchUp>,
+    /// Mailbox calls waiting for Redis's answer, by reference.
+    pub(super) calls: HashMap<u64, super::shared::Pending>,
     /// Counters.
     pub stats: ClusterStats,
 }
 
 impl Cluster {
     /// A node that has not reached Redis yet.
-    pub fn new(node: &str) -> Cluster {
+    pub fn new(node: &str, mailbox: bool) -> Cluster {
         Cluster {
             node: node.into(),
             up: false,
@@ -132,6 +172,9 @@ impl Cluster {
             repair: None,
             alive: 0,
             leader: false,
+            mailbox,
+            catching: HashMap::new(),
+            calls: HashMap::new(),
             stats: ClusterStats::default(),
         }
     }
@@ -174,7 +217,7 @@ impl Cluster {
     }
 
     /// Answer waiting job `reference` with `line` and forget it.
-    fn finish(&mut self, reference: u64, line: Vec<u8>, out: &mut impl Out) {
+    pub(super) fn finish(&mut self, reference: u64, line: Vec<u8>, out: &mut impl Out) {
         if let Some(w) = self.waiting.remove(&reference) {
             self.fill(w.origin, reference, line, out);
         }
@@ -185,23 +228,24 @@ impl Cluster {
         let Some(w) = self.waiting.get(&reference) else {
             return;
         };
-        let Some((message_id, seq, delivered)) = &w.reached else {
+        let Some((message_id, seq, delivered, queued)) = &w.reached else {
             return;
         };
         let mut fields = json!({"messageId": &**message_id, "seq": seq, "delivered": delivered});
         if !w.publish {
-            fields["queued"] = json!(0);
+            fields["queued"] = json!(queued);
         }
         let line = control::ok(w.id.clone(), fields);
         self.finish(reference, line, out);
     }
 
     /// Answer a job that cannot complete with what is known of it.
-    fn fail(&mut self, reference: u64, why: &str, out: &mut impl Out) {
+    pub(super) fn fail(&mut self, reference: u64, why: &str, out: &mut impl Out) {
         let Some(w) = self.waiting.get(&reference) else {
             return;
         };
         let why = match w.seq {
+            _ if w.query.is_some() => why.to_string(),
             Some(seq) => format!(
                 "{why}: redis gave the job seq {seq}, but this node has not seen it on its \
                  subscription (other nodes may have delivered it)"
@@ -210,6 +254,28 @@ impl Cluster {
         };
         let line = control::error(w.id.clone(), &why);
         self.finish(reference, line, out);
+    }
+}
+
+impl Cluster {
+    /// Note request `reference` as waiting for Redis.
+    pub(super) fn wait(&mut self, reference: u64, publish: bool, query: Option<Query>, now: u64) {
+        let waiting = Waiting {
+            origin: Origin::Timer,
+            id: None,
+            publish,
+            query,
+            seq: None,
+            reached: None,
+            since: now,
+        };
+        self.waiting.insert(reference, waiting);
+    }
+
+    /// A new reference for something sent to Redis.
+    pub(super) fn reference(&mut self) -> u64 {
+        self.next_ref += 1;
+        self.next_ref - 1
     }
 }
 
@@ -230,26 +296,23 @@ impl Hub {
         if c.waiting.len() >= MAX_WAITING {
             return Err(format!("{MAX_WAITING} jobs already wait for redis"));
         }
-        let reference = c.next_ref;
-        c.next_ref += 1;
+        let reference = c.reference();
         let job = serde_json::to_vec(message).expect("a message always serialises");
         out.relay(reference, &job, message_id);
-        c.waiting.insert(
-            reference,
-            Waiting {
-                origin: Origin::Timer,
-                id: None,
-                publish: message.topic.is_some(),
-                seq: None,
-                reached: None,
-                since: now,
-            },
-        );
-        if !c.armed {
-            c.armed = true;
-            self.wheel.insert(now + 1000, Deadline::Relays);
-        }
+        let publish = message.topic.is_some();
+        c.wait(reference, publish, None, now);
+        self.arm_relays();
         Ok(reference)
+    }
+
+    /// Arm the sweep of what waits for Redis unless it is pending.
+    pub(super) fn arm_relays(&mut self) {
+        if let Some(c) = &mut self.cluster
+            && !c.armed
+        {
+            c.armed = true;
+            self.wheel.insert(self.now + 1000, Deadline::Relays);
+        }
     }
 
     /// Note that the request being handled relayed job `reference`: its
@@ -305,7 +368,7 @@ impl Hub {
                 let from = c.high + 1;
                 self.start_repair(from, counter, None, out);
             }
-            return;
+            return self.shared_link_up(out);
         }
         c.up = up;
         if !up {
@@ -316,6 +379,7 @@ impl Hub {
             for reference in lost {
                 c.fail(reference, "redis link lost", out);
             }
+            self.shared_link_down(out);
         }
     }
 
@@ -362,7 +426,8 @@ impl Hub {
             c.fail(reference, "redis did not answer within 5 s", out);
         }
         let repairing = c.repair.as_ref().map(|r| r.since);
-        if !c.waiting.is_empty() || repairing.is_some() {
+        let calls = !c.catching.is_empty() || !c.calls.is_empty();
+        if !c.waiting.is_empty() || repairing.is_some() || calls {
             c.armed = true;
             self.wheel.insert(now + 1000, Deadline::Relays);
         }
@@ -370,6 +435,7 @@ impl Hub {
             warn!("redis: the recent window did not come within 5 s");
             self.end_repair(&[], out);
         }
+        self.sweep_calls(out);
     }
 
     /// A message from the channel (or from the recent window, with
@@ -380,11 +446,7 @@ impl Hub {
         let Some(c) = &mut self.cluster else {
             return;
         };
-        let parsed = payload.iter().position(|&b| b == b'\n').and_then(|at| {
-            let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
-            Some((header, &payload[at + 1..]))
-        });
-        let Some((header, job)) = parsed else {
+        let Some((header, job)) = split(payload) else {
             return self.plain_job(payload, out);
         };
         if header.seq <= c.high {
@@ -399,7 +461,9 @@ impl Hub {
             }
             c.stats.lost += to - from + 1;
             warn!("redis: seqs {from}..{to} are lost: not on the channel nor in the recent window");
+            self.resync(out);
         }
+        let c = self.cluster.as_mut().expect("still a cluster");
         c.high = header.seq;
         let own = (*header.node == *c.node).then_some(header.reference);
         let message = match job_message(job) {
@@ -416,16 +480,15 @@ impl Hub {
                 return;
             }
         };
-        let message_id: Rc<str> = match header.id {
-            Some(id) => id.into(),
-            None => format!("R-{}", header.seq).into(),
-        };
+        let message_id = header.message_id();
         let report = self.fan_out(&message, header.seq, message_id, header.ts, out);
+        self.claim_held(&header.held, header.seq, out);
         let c = self.cluster.as_mut().expect("still a cluster");
         if let Some(reference) = own
             && let Some(w) = c.waiting.get_mut(&reference)
         {
-            w.reached = Some((report.message_id, header.seq, report.delivered));
+            let queued = header.held.len();
+            w.reached = Some((report.message_id, header.seq, report.delivered, queued));
             c.try_finish(reference, out);
         }
     }

@@ -102,6 +102,9 @@ impl Hub {
         since: Option<u64>,
         out: &mut impl Out,
     ) {
+        if self.shared_mailbox() {
+            return self.catch_up(conn, user, since, out);
+        }
         for frame in self.take_held(user, since, out) {
             out.send(conn, frame);
         }
@@ -184,15 +187,22 @@ impl Hub {
             delivered: 0,
             queued: 0,
         };
+        // Connections catching up with the shared mailbox get it later,
+        // in order with what Redis holds for them (`hub/shared.rs`).
+        let mut catching = match &mut self.cluster {
+            Some(c) => std::mem::take(&mut c.catching),
+            None => Default::default(),
+        };
+        let free = |conn: &ConnId| !catching.contains_key(conn);
         if let Some(topic) = &message.topic {
             let sessions = &self.sessions;
             let followers = self.topics.subscribers(topic).iter().copied();
             let reached =
                 followers.filter(|&conn| sessions.get(conn).is_some_and(Session::subscribed));
-            report.delivered += push_all(reached, shared, out);
+            report.delivered += push_all(reached.filter(free), shared, out);
         } else if message.users.is_empty() {
             let everyone = self.sessions.pushing().iter().copied();
-            report.delivered += push_all(everyone, shared, out);
+            report.delivered += push_all(everyone.filter(free), shared, out);
         } else {
             for name in &message.users {
                 let online = self.users.find(name);
@@ -200,7 +210,7 @@ impl Hub {
                     Some(index) => {
                         let walk = self.users.walk(index, &self.sessions);
                         let reached = walk.filter(|(_, s)| s.subscribed()).map(|(id, _)| id);
-                        push_all(reached, shared, out)
+                        push_all(reached.filter(free), shared, out)
                     }
                     None => 0,
                 };
@@ -229,9 +239,33 @@ impl Hub {
                 }
             }
         }
+        if !catching.is_empty() {
+            let (parked, full) = self.park(&mut catching, message, seq, &frame);
+            report.delivered += parked;
+            if let Some(c) = &mut self.cluster {
+                c.catching = catching;
+            }
+            for conn in full {
+                self.close(conn, super::shared::RESYNC, "resync", out);
+            }
+        }
         self.stats.pushes += 1;
         self.stats.messages_out += report.delivered as u64;
         report
+    }
+
+    /// The frame of a message as [`Hub::fan_out`] encodes it.
+    pub(super) fn frame_of(message: &Message, seq: u64, message_id: &str, ts: u64) -> Rc<[u8]> {
+        let envelope = Envelope {
+            message_id,
+            seq,
+            title: message.title.as_deref(),
+            kind: message.kind,
+            topic: message.topic.as_deref(),
+            content: &message.content,
+            ts,
+        };
+        encode(&envelope).0
     }
 }
 

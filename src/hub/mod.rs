@@ -39,6 +39,7 @@ mod ops;
 mod repair;
 mod schedule;
 pub mod session;
+mod shared;
 pub mod stats;
 #[cfg(test)]
 mod tests;
@@ -46,7 +47,7 @@ pub mod tokens;
 pub mod topics;
 
 pub use api::{
-    Config, ConnId, FrameRef, Input, Key, Link, LogHealth, Origin, Out, Transport, key_of,
+    Call, Config, ConnId, FrameRef, Input, Key, Link, LogHealth, Origin, Out, Transport, key_of,
 };
 pub use journal::LogRecord;
 pub use stats::{Histogram, LogBudget, StatRow, suppressed_note};
@@ -151,12 +152,15 @@ impl Hub {
     /// An empty hub with these settings and tokens.
     pub fn new(config: Config, tokens: Tokens) -> Hub {
         let sessions = Sessions::with_capacity(config.max_connections);
-        let mailbox = Mailbox::new(
-            config.mailbox,
-            config.mailbox_ttl * 1000,
-            config.mailbox_bytes,
-        );
-        let cluster = config.node.as_deref().map(cluster::Cluster::new);
+        // In a cluster the mailbox lives in Redis (`shared`).
+        let local = if config.node.is_some() {
+            0
+        } else {
+            config.mailbox
+        };
+        let mailbox = Mailbox::new(local, config.mailbox_ttl * 1000, config.mailbox_bytes);
+        let cluster =
+            (config.node.as_deref()).map(|node| cluster::Cluster::new(node, config.mailbox > 0));
         Hub {
             config,
             now: 0,
@@ -230,6 +234,7 @@ impl Hub {
             Input::Remote { payload } => self.remote(payload, out),
             Input::Recovered { payloads } => self.end_repair(payloads, out),
             Input::RedisNodes { alive, leader } => self.nodes_seen(alive, leader),
+            Input::Called { reference, result } => self.called(reference, result, out),
         }
     }
 
@@ -405,11 +410,17 @@ impl Hub {
     /// Remove an open connection from every table; `offline` goes to the
     /// listeners.
     fn forget(&mut self, conn: ConnId, out: &mut impl Out) -> Option<Session> {
-        self.sessions.get(conn)?;
+        let session = self.sessions.get(conn)?;
+        let shared = self
+            .shared_mailbox()
+            .then(|| self.users.name_of(session).clone());
         self.untrack_signed(conn);
         self.presence(conn, false, out);
         self.topics.leave_all(conn, &mut self.sessions);
         self.users.leave(conn, &mut self.sessions);
+        if let Some(user) = shared {
+            self.shared_leave(conn, &user, out);
+        }
         self.sessions.remove(conn)
     }
 }

@@ -6,10 +6,11 @@ use std::borrow::Cow;
 
 use serde_json::{Value, json};
 
+use super::cluster::Query;
 use super::journal::LogRecord;
 use super::mailbox::Status;
 use super::topics::{MAX_TOPIC, patterns, valid_topic};
-use super::{ConnId, Hub, Link, Origin, Out, auth, tokens};
+use super::{Call, ConnId, Hub, Link, Origin, Out, auth, tokens};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
@@ -77,7 +78,31 @@ impl Hub {
                 status,
                 limit,
                 after,
+            } if self.shared_mailbox() => {
+                let status = status.as_deref();
+                if let Some(name) = status {
+                    Status::parse(name).ok_or("status must be delivered, held or expired")?;
+                }
+                let call = Call::Messages {
+                    user: user.as_deref(),
+                    status,
+                    after: after.unwrap_or(0),
+                    limit: limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
+                };
+                self.shared_query(Query::Messages, call, out)
+            }
+            Request::Messages {
+                user,
+                status,
+                limit,
+                after,
             } => self.messages(user.as_deref(), status.as_deref(), limit, after),
+            Request::Delete { message_id } if self.shared_mailbox() => {
+                let call = Call::Delete {
+                    message_id: &message_id,
+                };
+                self.shared_query(Query::Delete, call, out)
+            }
             Request::Delete { message_id } => {
                 let deleted = self.mailbox.delete(&message_id);
                 self.log(

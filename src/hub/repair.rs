@@ -92,6 +92,7 @@ impl Hub {
                 "redis: seqs {from}..{} are lost: no longer in the recent window",
                 repair.to
             );
+            self.resync(out);
         }
         let parked = repair.parked;
         for (n, payload) in parked.iter().enumerate() {

@@ -234,6 +234,11 @@ impl Users {
         self.by_name.get(name).copied()
     }
 
+    /// The names of the users online.
+    pub fn names(&self) -> impl Iterator<Item = &Rc<str>> {
+        self.by_name.keys()
+    }
+
     /// A user by index.
     pub fn get(&self, index: u32) -> &User {
         &self.table[index as usize]

@@ -21,7 +21,7 @@ use log::{info, warn};
 use super::event_loop::Server;
 use super::redis_sock::{Side, Sock};
 use super::{REDIS_CMD, REDIS_SUB, Timer};
-use crate::hub::Input;
+use crate::hub::{Call, Input};
 use crate::redis::addr::RedisAddr;
 use crate::redis::resp;
 
@@ -52,6 +52,11 @@ pub(super) enum Expect {
     Range,
     /// `FCALL wspush_lease`: the nodes alive.
     Lease,
+    /// A mailbox function the hub called with this reference.
+    Call(u64),
+    /// A mailbox function whose answer nobody waits for (an error is
+    /// logged).
+    Quiet,
 }
 
 /// The link's state (kept in `Wire`, so that [`crate::hub::Out::relay`]
@@ -76,17 +81,26 @@ pub struct RedisLink {
     pub(super) probe_seen: u64,
     /// Redis's seq counter as the seed left it.
     pub(super) counter: u64,
+    /// With `--mailbox`: the bounds the node sets in Redis on connecting
+    /// (per user, TTL in ms, bytes).
+    mailbox: Option<[u64; 3]>,
 }
 
 impl RedisLink {
     /// A link that has not connected yet.
-    pub fn new(addr: RedisAddr, channel: String, node: String) -> RedisLink {
+    pub fn new(
+        addr: RedisAddr,
+        channel: String,
+        node: String,
+        mailbox: Option<[u64; 3]>,
+    ) -> RedisLink {
         let probe_channel = format!("{channel}.probe.{node}");
         RedisLink {
             probe_channel,
             probe_sent: 0,
             probe_seen: 0,
             counter: 0,
+            mailbox,
             addr,
             channel,
             node,
@@ -145,6 +159,82 @@ impl RedisLink {
         ];
         resp::command(&mut cmd.out, &range);
         self.expect.push_back(Expect::Range);
+    }
+}
+
+impl RedisLink {
+    /// Queue a call of a mailbox function (`reference` 0: no answer).
+    pub fn call(&mut self, reference: u64, call: Call<'_>) {
+        let Some(cmd) = self.cmd.as_mut().filter(|_| self.up) else {
+            return;
+        };
+        let (mut a, mut b, mut c) = ([0; 20], [0; 20], [0; 20]);
+        let channel = self.channel.as_bytes();
+        let node = self.node.as_bytes();
+        let mut args: Vec<&[u8]> = vec![b"FCALL"];
+        match call {
+            Call::Online {
+                user,
+                since,
+                collect,
+            } => {
+                let since = since.map_or(&b""[..], |s| resp::decimal(s, &mut a));
+                let collect: &[u8] = if collect { b"1" } else { b"0" };
+                let rest: [&[u8]; 7] = [
+                    b"wspush_online",
+                    b"0",
+                    channel,
+                    node,
+                    user.as_bytes(),
+                    since,
+                    collect,
+                ];
+                args.extend(rest);
+            }
+            Call::Offline { user } => {
+                args.extend([&b"wspush_offline"[..], b"0", channel, node, user.as_bytes()]);
+            }
+            Call::Present { users } => {
+                args.extend([&b"wspush_present"[..], b"0", channel, node]);
+                args.extend(users.iter().map(|u| u.as_bytes()));
+            }
+            Call::Claim { user, seq } => {
+                let seq = resp::decimal(seq, &mut a);
+                args.extend([&b"wspush_claim"[..], b"0", channel, user.as_bytes(), seq]);
+            }
+            Call::Messages {
+                user,
+                status,
+                after,
+                limit,
+            } => {
+                let (after, limit) = (
+                    resp::decimal(after, &mut b),
+                    resp::decimal(limit as u64, &mut c),
+                );
+                let (user, status) = (
+                    user.unwrap_or("").as_bytes(),
+                    status.unwrap_or("").as_bytes(),
+                );
+                args.extend([
+                    &b"wspush_messages"[..],
+                    b"0",
+                    channel,
+                    user,
+                    status,
+                    after,
+                    limit,
+                ]);
+            }
+            Call::Delete { message_id } => {
+                args.extend([&b"wspush_delete"[..], b"0", channel, message_id.as_bytes()]);
+            }
+        }
+        resp::command(&mut cmd.out, &args);
+        self.expect.push_back(match reference {
+            0 => Expect::Quiet,
+            r => Expect::Call(r),
+        });
     }
 }
 
@@ -217,6 +307,33 @@ impl Server {
         ];
         resp::command(&mut cmd.out, &seed);
         link.expect.push_back(Expect::Seed);
+        if let Some(bounds) = link.mailbox {
+            let mut digits = [[0; 20]; 3];
+            let [d0, d1, d2] = &mut digits;
+            let config: [&[u8]; 7] = [
+                b"FCALL",
+                b"wspush_config",
+                b"0",
+                link.channel.as_bytes(),
+                resp::decimal(bounds[0], d0),
+                resp::decimal(bounds[1], d1),
+                resp::decimal(bounds[2], d2),
+            ];
+            resp::command(&mut cmd.out, &config);
+            link.expect.push_back(Expect::Setup);
+        }
+        // The lease first, so that the users this node registers count as
+        // online from its first job on.
+        let lease: [&[u8]; 6] = [
+            b"FCALL",
+            b"wspush_lease",
+            b"0",
+            link.channel.as_bytes(),
+            link.node.as_bytes(),
+            LEASE_MS,
+        ];
+        resp::command(&mut cmd.out, &lease);
+        link.expect.push_back(Expect::Lease);
         let channels: [&[u8]; 3] = [
             b"SUBSCRIBE",
             link.channel.as_bytes(),

@@ -59,6 +59,24 @@ impl Server {
                         payloads: &payloads,
                     });
                 }
+                (Expect::Call(reference), Some(e)) => self.feed(Input::Called {
+                    reference,
+                    result: Err(&e),
+                }),
+                (Expect::Call(reference), None) => {
+                    let mut text = [0; 20];
+                    let items: Vec<&[u8]> = match (&reply.as_array(), reply.as_int()) {
+                        (Some(items), _) => items.iter().filter_map(Reply::as_bytes).collect(),
+                        (None, Some(n)) => vec![resp::decimal(n.max(0) as u64, &mut text)],
+                        (None, None) => reply.as_bytes().into_iter().collect(),
+                    };
+                    self.feed(Input::Called {
+                        reference,
+                        result: Ok(&items),
+                    });
+                }
+                (Expect::Quiet, Some(e)) => log::warn!("redis: a mailbox call failed: {e}"),
+                (Expect::Quiet, None) => {}
                 (Expect::Relay(reference), None) => {
                     let seq = reply.as_int().and_then(|n| u64::try_from(n).ok());
                     let result = seq.ok_or("the function did not answer a seq");

@@ -211,13 +211,6 @@ fn cluster_node(args: &ServeArgs, started_unix_ms: u64) -> Result<Option<String>
     if args.redis.is_none() {
         return Ok(None);
     }
-    if args.mailbox > 0 {
-        return Err(
-            "--mailbox is not supported with --redis yet: held messages do not live in \
-             Redis so far (docs/cluster.md)"
-                .into(),
-        );
-    }
     let made_up = || {
         let mixed =
             started_unix_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id());
@@ -234,5 +227,10 @@ pub fn redis_link(args: &ServeArgs, node: Option<&str>) -> Option<super::redis_l
         addr,
         args.redis_channel.clone(),
         node,
+        (args.mailbox > 0).then_some([
+            args.mailbox as u64,
+            args.mailbox_ttl * 1000,
+            args.mailbox_bytes as u64,
+        ]),
     ))
 }

@@ -20,7 +20,7 @@ use super::ctrl_conn::ControlConn;
 use super::outbox::{self, Backlog, Turn};
 use super::store::Store;
 pub use super::tallies::Tallies;
-use crate::hub::{ConnId, FrameRef, Key, Link, LogHealth, LogRecord, Origin, Out, Transport};
+use crate::hub::{Call, ConnId, FrameRef, Key, Link, LogHealth, LogRecord, Origin, Out, Transport};
 use crate::proto::frame;
 use crate::proto::handshake::{self, HttpError};
 use crate::wheel::Wheel;
@@ -414,6 +414,12 @@ impl Out for Wire {
     fn fetch(&mut self, from: u64, to: u64) {
         if let Some(link) = &mut self.redis {
             link.fetch(from, to);
+        }
+    }
+
+    fn call(&mut self, reference: u64, call: Call<'_>) {
+        if let Some(link) = &mut self.redis {
+            link.call(reference, call);
         }
     }
 

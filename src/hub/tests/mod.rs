@@ -42,6 +42,8 @@ pub(super) struct Rec {
     pub(super) relays: Vec<(u64, Value, Option<String>)>,
     /// Seq ranges asked of the recent window.
     pub(super) fetches: Vec<(u64, u64)>,
+    /// Mailbox calls: reference and the call as text (`{call:?}`).
+    pub(super) calls: Vec<(u64, String)>,
 }
 
 impl Out for Rec {
@@ -89,6 +91,9 @@ impl Out for Rec {
     }
     fn fetch(&mut self, from: u64, to: u64) {
         self.fetches.push((from, to));
+    }
+    fn call(&mut self, reference: u64, call: Call<'_>) {
+        self.calls.push((reference, format!("{call:?}")));
     }
     fn sync_now(&mut self) -> bool {
         self.syncs += 1;
