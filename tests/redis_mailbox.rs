@@ -238,3 +238,112 @@ fn a_redis_restarted_empty_learns_again_who_is_online() {
     let r = push(&b, &["bob"], 2);
     assert_eq!(r["queued"], json!(1), "{r}");
 }
+
+/// A node with these mailbox bounds.
+fn bounded(redis: &RedisServer, id: &str, bounds: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", &url, "--node-id", id, "--ping-interval", "0"];
+    args.extend_from_slice(bounds);
+    let s = Server::start(&args);
+    wait_up(&s);
+    s.grant("t-bob", "bob");
+    s
+}
+
+#[test]
+fn the_shared_mailbox_keeps_its_bounds() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Per user: the newest 2; a keyed push replaces the held one with its key.
+    let a = bounded(&redis, "A", &["--mailbox", "2"]);
+    for n in 1..=3 {
+        push(&a, &["bob"], n);
+    }
+    let keyed = |n: u64| json!({"op": "push", "users": ["carol"], "content": {"n": n}, "key": "k"});
+    a.grant("t-carol", "carol");
+    a.control(keyed(1));
+    a.control(keyed(2));
+    assert_eq!(receive(&mut a.ws_connect("t-bob"), 2), [2, 3]);
+    assert_eq!(receive(&mut a.ws_connect("t-carol"), 1), [2]);
+    drop(a);
+
+    // TTL: gone after it, for every node.
+    let b = bounded(&redis, "B", &["--mailbox", "16", "--mailbox-ttl", "1"]);
+    push(&b, &["bob"], 4);
+    std::thread::sleep(Duration::from_millis(1500));
+    push(&b, &["bob"], 5);
+    assert_eq!(receive(&mut b.ws_connect("t-bob"), 1), [5]);
+    let page = b.control(json!({"op": "messages", "user": "bob"}));
+    let ns: Vec<&Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["seq"])
+        .collect();
+    assert_eq!(ns.len(), 1, "the expired record is gone: {page}");
+    drop(b);
+
+    // Bytes: the oldest message goes first when the total is over.
+    let c = bounded(&redis, "C", &["--mailbox", "16", "--mailbox-bytes", "1500"]);
+    let big = "x".repeat(400);
+    for n in 6..=8 {
+        let job = json!({"op": "push", "users": ["bob"], "content": {"n": n, "pad": big}});
+        assert_eq!(c.control(job)["queued"], json!(1));
+    }
+    let mut bob = c.ws_connect("t-bob");
+    assert_eq!(
+        receive(&mut bob, 2),
+        [7, 8],
+        "about 640 B each with the record overhead: two fit in 1,500"
+    );
+    assert_eq!(redis.cli(&["HLEN", "wspush:wspush:m"]), "2");
+}
+
+#[test]
+fn connecting_during_a_stream_of_pushes_gets_every_one_once_in_order() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = bounded(&redis, "A", &["--mailbox", "1000"]);
+    let b = bounded(&redis, "B", &["--mailbox", "1000"]);
+    b.grant("t-alice", "alice");
+    let control = a.control_conn();
+    let producer = std::thread::spawn(move || {
+        let mut control = control;
+        let mut queued = Vec::new();
+        for n in 1..=300u64 {
+            let r =
+                control.request(&json!({"op": "push", "users": ["alice"], "content": {"n": n}}));
+            assert_eq!(r["ok"], json!(true), "{r}");
+            queued.push(r["queued"].as_u64().unwrap());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        queued
+    });
+    // Connect while the stream runs: what came before is held, what comes
+    // after is live, and the catch-up merges the two.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut alice = b.ws_connect("t-alice");
+    let queued = producer.join().unwrap();
+    let held = queued.iter().take_while(|&&q| q == 1).count();
+    assert!(
+        held > 0 && held < 300,
+        "the connect came mid-stream: {queued:?}"
+    );
+    assert!(queued[held..].iter().all(|&q| q == 0), "{queued:?}");
+    let mut got = Vec::new();
+    alice
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    while let Ok(tungstenite::Message::Text(t)) = alice.read() {
+        let m: Value = serde_json::from_str(t.as_str()).unwrap();
+        got.push(m["content"]["n"].as_u64().unwrap());
+        if got.len() == 300 {
+            break;
+        }
+    }
+    assert_eq!(got, (1..=300).collect::<Vec<u64>>(), "{held} were held");
+    expect_silence(&mut alice, Duration::from_millis(300));
+}

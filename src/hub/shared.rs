@@ -310,6 +310,11 @@ impl Hub {
         };
         let stored: Vec<(u64, Rc<[u8]>)> =
             payloads.iter().filter_map(|p| payload_frame(p)).collect();
+        debug!(
+            "caught up: {} stored, {} parked",
+            stored.len(),
+            catch_up.parked.len()
+        );
         let frames = merge(stored, catch_up.parked);
         self.stats.messages_out += frames.len() as u64;
         for frame in frames {

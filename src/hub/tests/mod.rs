@@ -10,6 +10,7 @@ use super::*;
 mod cluster;
 mod delivery;
 mod lifecycle;
+mod shared;
 mod signed;
 mod tokens;
 use crate::proto::frame;
