@@ -104,6 +104,11 @@ fn a_held_message_reaches_the_user_once_on_the_other_node() {
 
     let mut on_b = b.ws_connect("t-alice");
     assert_eq!(receive(&mut on_b, 2), [1, 2], "held, then delivered on B");
+    let stats = b.stats();
+    assert!(
+        stats.get("mailbox").is_none(),
+        "no local mailbox rows: {stats}"
+    );
     let mut on_a = a.ws_connect("t-alice");
     expect_silence(&mut on_a, Duration::from_millis(300));
     let r = push(&a, &["alice", "bob"], 3);

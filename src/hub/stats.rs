@@ -294,6 +294,11 @@ impl Hub {
                 log.failures,
             ));
         }
+        if self.cluster.is_some() {
+            // A node's own mailbox is empty in a cluster: the shared one is
+            // in Redis (`messages` reads it), so its rows would only mislead.
+            rows.retain(|r| !r.stat.starts_with("mailbox"));
+        }
         self.cluster_rows(&mut rows);
         rows
     }

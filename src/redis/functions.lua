@@ -25,7 +25,8 @@ end
 -- The mailbox (docs/cluster.md, "Mailbox"), on when a node with --mailbox
 -- set its bounds with wspush_config. Keys of CHANNEL:
 --   config        hash: per_user, ttl_ms, bytes
---   m / mc / mx   hashes seq -> payload / charged bytes / expiry (Unix ms)
+--   m             hash seq -> payload
+--   meta          hash seq -> "CHARGE:EXPIRY" (bytes charged, Unix ms)
 --   mseq          sorted set of the stored seqs (oldest first)
 --   bytes         the bytes charged now
 --   ids           hash message id -> seq (scheduled runs' own ids)
@@ -80,40 +81,46 @@ local function unique_users(job)
   return list
 end
 
--- Forget stored message SEQ (its users' entries are dropped when read).
-local function drop(channel, seq)
-  local payload = redis.call('HGET', key(channel, 'm'), seq)
-  local charge = tonumber(redis.call('HGET', key(channel, 'mc'), seq) or '0') or 0
-  redis.call('HDEL', key(channel, 'm'), seq)
-  redis.call('HDEL', key(channel, 'mc'), seq)
-  redis.call('HDEL', key(channel, 'mx'), seq)
-  redis.call('ZREM', key(channel, 'mseq'), seq)
-  redis.call('DECRBY', key(channel, 'bytes'), charge)
-  if payload then
-    local header = split(payload)
-    if header and header.id then
-      redis.call('HDEL', key(channel, 'ids'), header.id)
-    end
+-- The bytes charged for stored message SEQ and its expiry (Unix ms).
+local function meta(channel, seq)
+  local m = redis.call('HGET', key(channel, 'meta'), seq)
+  if not m then
+    return 0, 0
   end
+  local charge, expires = string.match(m, '^(%d+):(%d+)$')
+  return tonumber(charge) or 0, tonumber(expires) or 0
 end
 
--- Drop messages past their TTL (oldest first, a bounded number) and,
--- while the bytes charged exceed CAP, the oldest ones.
-local function sweep(channel, now, cap)
-  local oldest = redis.call('ZRANGE', key(channel, 'mseq'), 0, SWEEP - 1)
-  for _, seq in ipairs(oldest) do
-    local expires = tonumber(redis.call('HGET', key(channel, 'mx'), seq) or '0') or 0
-    if expires > now then
-      break
+-- Forget stored message SEQ (its users' entries are dropped when read).
+-- Returns the bytes still charged.
+local function drop(channel, seq)
+  local payload = redis.call('HGET', key(channel, 'm'), seq)
+  local charge = meta(channel, seq)
+  redis.call('HDEL', key(channel, 'm'), seq)
+  redis.call('HDEL', key(channel, 'meta'), seq)
+  redis.call('ZREM', key(channel, 'mseq'), seq)
+  if payload then
+    local id = string.match(payload, '^[^\n]*"id":"([^"]+)"')
+    if id then
+      redis.call('HDEL', key(channel, 'ids'), id)
     end
-    drop(channel, seq)
   end
-  while cap > 0 and (tonumber(redis.call('GET', key(channel, 'bytes')) or '0') or 0) > cap do
+  return redis.call('DECRBY', key(channel, 'bytes'), charge)
+end
+
+-- Drop the oldest messages while they are past their TTL (a bounded
+-- number per call) or the bytes charged (BYTES now) exceed CAP.
+local function sweep(channel, now, cap, bytes)
+  for _ = 1, SWEEP do
     local first = redis.call('ZRANGE', key(channel, 'mseq'), 0, 0)
     if #first == 0 then
-      break
+      return
     end
-    drop(channel, first[1])
+    local _, expires = meta(channel, first[1])
+    if expires > now and (cap <= 0 or bytes <= cap) then
+      return
+    end
+    bytes = drop(channel, first[1])
   end
 end
 
@@ -207,14 +214,13 @@ local function push(keys, args)
     local text = string.format('%d', seq)
     local charge = #payload + RECORD_OVERHEAD * #users
     redis.call('HSET', key(channel, 'm'), text, payload)
-    redis.call('HSET', key(channel, 'mc'), text, charge)
-    redis.call('HSET', key(channel, 'mx'), text, ts + ttl)
+    redis.call('HSET', key(channel, 'meta'), text, string.format('%d:%d', charge, ts + ttl))
     redis.call('ZADD', key(channel, 'mseq'), seq, text)
-    redis.call('INCRBY', key(channel, 'bytes'), charge)
+    local bytes = redis.call('INCRBY', key(channel, 'bytes'), charge)
     if id then
       redis.call('HSET', key(channel, 'ids'), id, text)
     end
-    sweep(channel, ts, cap)
+    sweep(channel, ts, cap, bytes)
   end
   redis.call('ZADD', recent_key(channel), seq, payload)
   redis.call('ZREMRANGEBYRANK', recent_key(channel), 0, -(RECENT + 1))
@@ -264,7 +270,8 @@ local function connect(keys, args)
     redis.call('SADD', key(channel, 'on:' .. node), user)
   end
   local _, _, cap = mailbox_config(channel)
-  sweep(channel, now_ms(), cap)
+  local bytes = tonumber(redis.call('GET', key(channel, 'bytes')) or '0') or 0
+  sweep(channel, now_ms(), cap, bytes)
   local after = tonumber(since)
   local counter = tonumber(redis.call('GET', seq_key(channel)) or '0') or 0
   if after and after > counter then
