@@ -396,3 +396,88 @@ fn the_link_takes_its_settings_from_the_environment() {
     redis.cli(&["FCALL", "wspush_push", "0", "wspush", &job]);
     expect_silence(&mut ws, Duration::from_millis(300));
 }
+
+#[test]
+fn redis_killed_in_the_middle_of_a_stream_loses_no_acknowledged_push() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url(), "A"), node(&redis.url(), "B"));
+    wait_health(&a, 200, 10);
+    wait_health(&b, 200, 10);
+    b.grant("t-bob", "bob");
+    let mut bob = b.ws_connect("t-bob");
+    let stop = Arc::new(AtomicBool::new(false));
+    let control = a.control_conn();
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut control = control;
+            let mut replies = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                n += 1;
+                let r =
+                    control.request(&json!({"op": "push", "users": ["bob"], "content": {"n": n}}));
+                replies.push((n, r));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            replies
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    redis.kill();
+    wait_health(&a, 503, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    redis.restart();
+    wait_health(&a, 200, 15);
+    wait_health(&b, 200, 15);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let replies = producer.join().unwrap();
+
+    let mut acked = Vec::new();
+    let mut unsure = Vec::new();
+    let mut refused = 0;
+    for (n, r) in &replies {
+        match (&r["ok"], r["error"].as_str()) {
+            (Value::Bool(true), _) => acked.push(*n),
+            (_, Some("redis link down")) => refused += 1,
+            (_, Some(e)) if e.starts_with("redis link lost") => unsure.push(*n),
+            _ => panic!("a reply that does not say what happened: {r}"),
+        }
+    }
+    assert!(refused > 0, "some pushes met the outage: {replies:?}");
+    let after = acked
+        .iter()
+        .filter(|&&n| n > replies.len() as u64 / 2)
+        .count();
+    assert!(
+        after > 0,
+        "pushes were acknowledged after the link came back"
+    );
+    // Bob gets every acknowledged push once, in order; at most the
+    // unsure ones besides.
+    let mut got = Vec::new();
+    bob.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    while let Ok(tungstenite::Message::Text(t)) = bob.read() {
+        let m: Value = serde_json::from_str(t.as_str()).unwrap();
+        got.push(m["content"]["n"].as_u64().unwrap());
+    }
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    let extra: Vec<u64> = got.iter().copied().filter(|n| !acked.contains(n)).collect();
+    assert!(
+        extra.iter().all(|n| unsure.contains(n)),
+        "delivered but refused: {extra:?}"
+    );
+    let missing: Vec<u64> = acked.iter().copied().filter(|n| !got.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never delivered: {missing:?}"
+    );
+}
