@@ -278,6 +278,12 @@ impl Server {
             self.expire_timers();
             self.sync_log();
             self.release_http();
+            // Replies leave before the turn's frames: a producer with
+            // requests in flight sends its next ones while the frames are
+            // written, and the next turn finds them all (with the replies
+            // after the writes it found about half). What the writes
+            // produce (event lines) leaves with the second call.
+            self.release_replies();
             self.flush_turn();
             self.redis_flush();
             self.release_replies();
