@@ -71,6 +71,8 @@ fn fail(message: &str) -> ! {
     std::process::exit(1)
 }
 
+// The handshake callback's type is the library's.
+#[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, tx: broadcast::Sender<Message>) {
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path().starts_with("/push/") {
