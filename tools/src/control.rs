@@ -21,6 +21,13 @@ impl Control {
         Ok(Control { writer, reader })
     }
 
+    /// Bound every reply (and write) by `timeout` instead.
+    pub fn with_timeout(self, timeout: Duration) -> io::Result<Control> {
+        self.writer.set_read_timeout(Some(timeout))?;
+        self.writer.set_write_timeout(Some(timeout))?;
+        Ok(self)
+    }
+
     /// Send raw request lines (each ending in `\n`) in one write: the server
     /// reads them in one loop turn, which is what coalesces a burst.
     pub fn send_raw(&mut self, lines: &[u8]) -> io::Result<()> {

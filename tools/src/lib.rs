@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`chart`]: SVG line and grouped bar charts.
 //! - [`ws`]: the client side of the WebSocket wire: URL templates, source
 //!   addresses, the upgrade, server frames, the injection marker.
 //! - [`control`]: a blocking client of wspush's control socket.
@@ -12,11 +13,13 @@
 //!
 //! The binaries: `wspush-load` (the load generator: `idle`, `fanout`,
 //! `burst`, `churn`), `wspush-floor` (the raw `write` floor a broadcast is
-//! compared with) and `wspush-plot` (SVG charts from their JSON);
-//! `measure.sh` runs them all and draws README.md's charts.
+//! compared with), `wspush-plot` (SVG charts from their JSON) and
+//! `wspush-compare` (the table and charts of `compare/run`, wspush beside
+//! other servers); `measure.sh` runs them all and draws README.md's charts.
 
 #![warn(missing_docs)]
 
+pub mod chart;
 pub mod control;
 pub mod procfs;
 pub mod summary;

@@ -8,6 +8,9 @@
 //! control socket, or a `--trigger` shell command for other servers. Every
 //! broadcast carries its sequence number and injection time
 //! ([`ws::marker`]), so workers time each receipt on the shared wall clock.
+//! `burst --window W` keeps W pushes unanswered on the control socket
+//! instead (a peer server is driven the same way if it speaks the control
+//! subset wspush-floor does: `push` answers `{"ok":true,"delivered":N}`).
 //! With `--server-pid`, the server's CPU time and RSS are read from /proc.
 //! Results are one JSON object on stdout (and in `--out`). Every wait is
 //! bounded by `--timeout`, every loop by a count.
@@ -31,7 +34,8 @@ enum Mode {
     /// One broadcast at a time: per-receipt latency, time to last delivery.
     Fanout,
     /// Single broadcasts and bursts of `--burst` back to back, alternated:
-    /// delivered messages per second of each.
+    /// delivered messages per second of each. With `--window W`: rounds of
+    /// `--burst` pushes with at most W unanswered on the control socket.
     Burst,
     /// Open, upgrade and close connections for `--seconds`: rate per second.
     Churn,
@@ -84,6 +88,13 @@ struct Args {
     /// Broadcasts in one burst.
     #[arg(long, default_value_t = 100)]
     burst: usize,
+    /// burst: instead of single broadcasts and one-write bursts, send each
+    /// round's `--burst` pushes with at most W unanswered (the next push goes
+    /// out when a reply arrives). Several (comma separated) are measured in
+    /// turn on the same connections, one point each. Needs the control
+    /// socket (a peer server speaks the subset wspush-floor does).
+    #[arg(long, value_delimiter = ',')]
+    window: Vec<usize>,
     /// idle: how long to hold after the last step (server CPU is measured
     /// over it); churn: how long to churn.
     #[arg(long, default_value_t = 10)]
@@ -173,10 +184,22 @@ fn main() {
         }
         return;
     }
+    if !args.window.is_empty() {
+        if args.mode != Mode::Burst {
+            fail("--window is for burst");
+        }
+        if args.url.is_some() {
+            fail("--window needs a control socket (--control), not --url/--trigger");
+        }
+        if args.window.contains(&0) {
+            fail("--window must be at least 1");
+        }
+    }
     let control = match &args.url {
         Some(_) => None,
         None => Some(
             Control::open(&args.control)
+                .and_then(|c| c.with_timeout(Duration::from_secs(args.timeout)))
                 .unwrap_or_else(|e| fail(&format!("control socket {}: {e}", args.control))),
         ),
     };
@@ -208,13 +231,25 @@ fn main() {
             let mut points = Vec::new();
             for &n in &steps {
                 let mut point = run.grow(n);
+                let mut here = Vec::new();
                 match mode {
                     Mode::Fanout => run.fanout(&mut point),
-                    Mode::Burst => run.burst(&mut point),
+                    Mode::Burst if run.args.window.is_empty() => run.burst(&mut point),
+                    Mode::Burst => {
+                        for w in run.args.window.clone() {
+                            let mut p = point.clone();
+                            run.windowed(&mut p, w);
+                            eprintln!("{p}");
+                            here.push(p);
+                        }
+                    }
                     _ => {}
                 }
-                eprintln!("{point}");
-                points.push(point);
+                if here.is_empty() {
+                    eprintln!("{point}");
+                    here.push(point);
+                }
+                points.extend(here);
             }
             if mode == Mode::Idle {
                 result["rss_slope_bytes_per_conn"] = json!(rss_slope(&points));
@@ -389,8 +424,52 @@ impl Run {
         }
     }
 
+    /// Inject broadcasts `seq..seq+k` with at most `window` unanswered: the
+    /// first `window` push lines in one write, then one more per reply. Each
+    /// carries its own send time; returns (first injection time, delivered).
+    fn inject_window(&mut self, k: usize, window: usize) -> (u64, u64) {
+        let first = self.seq;
+        self.seq += k as u64;
+        let Some(control) = &mut self.control else {
+            fail("--window needs a control socket");
+        };
+        let line = |i: usize, t: u64| {
+            format!(
+                "{{\"op\":\"push\",\"content\":{}}}\n",
+                ws::marker(first + i as u64, t)
+            )
+        };
+        let t = unix_us();
+        let mut sent = window.min(k);
+        let head: String = (0..sent).map(|i| line(i, t)).collect();
+        control.send_raw(head.as_bytes()).expect("push");
+        let mut delivered = 0;
+        for _ in 0..k {
+            let reply = control
+                .reply()
+                .unwrap_or_else(|e| fail(&format!("push reply: {e}")));
+            if reply["ok"] != true {
+                fail(&format!("push refused: {reply}"));
+            }
+            delivered += reply["delivered"].as_u64().unwrap_or(0);
+            if sent < k {
+                control
+                    .send_raw(line(sent, unix_us()).as_bytes())
+                    .expect("push");
+                sent += 1;
+            }
+        }
+        (t, delivered)
+    }
+
     /// Arm every worker for broadcasts `seq..seq+k`, inject them, gather.
     fn batch(&mut self, k: usize, latencies: bool) -> Batch {
+        self.batch_with(k, latencies, None)
+    }
+
+    /// [`Run::batch`], injecting through a window of unanswered pushes
+    /// when one is given.
+    fn batch_with(&mut self, k: usize, latencies: bool, window: Option<usize>) -> Batch {
         let seq = self.seq;
         for w in &mut self.workers {
             w.send(&format!("expect {seq} {k} {}", u8::from(latencies)));
@@ -399,7 +478,10 @@ impl Run {
             w.answer();
         }
         let cpu0 = self.cpu_ns();
-        let (t, delivered) = self.inject(k);
+        let (t, delivered) = match window {
+            Some(w) => self.inject_window(k, w),
+            None => self.inject(k),
+        };
         let mut b = Batch {
             delivered,
             ..Batch::default()
@@ -481,6 +563,36 @@ impl Run {
         point["ratio"] = json!(b / s);
         point["lost"] = json!(lost);
         point["dups"] = json!(dups);
+        point["server_cpu_us_per_1m_messages"] = self.cpu_per_million(cpu, received);
+    }
+
+    /// `--rounds` rounds of `--burst` pushes, at most `window` unanswered:
+    /// delivered messages per second at the clients (received / time from
+    /// the first injection to the last receipt) and server CPU.
+    fn windowed(&mut self, point: &mut Value, window: usize) {
+        let k = self.args.burst;
+        let (mut rates, mut lasts, mut lost, mut dups, mut stray) = (vec![], vec![], 0, 0, 0);
+        let (mut cpu, mut received, mut delivered) = (0u64, 0u64, 0u64);
+        for _ in 0..self.args.rounds {
+            let b = self.batch_with(k, false, Some(window));
+            rates.push(b.received as f64 / (b.last_ms / 1000.0));
+            lasts.push(b.last_ms);
+            lost += b.expected - b.received;
+            dups += b.dups;
+            stray += b.stray;
+            cpu += b.cpu_ns.unwrap_or(0);
+            received += b.received;
+            delivered += b.delivered;
+        }
+        point["rounds"] = json!(self.args.rounds);
+        point["burst"] = json!(k);
+        point["window"] = json!(window);
+        point["burst_msgs_per_s"] = json!({"median": median(&rates), "all": rates});
+        point["burst_last_delivery_ms"] = json!({"median": median(&lasts), "all": lasts});
+        point["lost"] = json!(lost);
+        point["dups"] = json!(dups);
+        point["stray"] = json!(stray);
+        point["server_delivered"] = json!(delivered);
         point["server_cpu_us_per_1m_messages"] = self.cpu_per_million(cpu, received);
     }
 
