@@ -11,9 +11,11 @@
 //! 3. expire timers (connection deadlines here, [`Input::Tick`] for the
 //!    hub's), which may queue more of the same;
 //! 4. write + `fdatasync` the turn's log records, once;
-//! 5. only then flush the turn's frames (one `writev` per connection) and
-//!    release the held replies, each one rewritten as an error if the log
-//!    records it depends on could not be written.
+//! 5. only then release the held replies, each one rewritten as an error
+//!    if the log records it depends on could not be written, and flush the
+//!    turn's frames (one `sendmsg` per connection): replies first, so that
+//!    a producer with requests in flight refills its window while the
+//!    frames are written.
 //!
 //! So a reply or a frame can never leave before the records and the seq
 //! reservation it depends on are on disk: the order is the structure of the

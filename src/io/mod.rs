@@ -20,6 +20,7 @@ pub mod outbox;
 mod redis_link;
 mod redis_read;
 mod redis_sock;
+mod send;
 mod setup;
 pub mod store;
 mod tallies;

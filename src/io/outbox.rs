@@ -9,7 +9,8 @@
 //! loop-wide vector that is reused turn after turn. Each connection only keeps
 //! the head and tail of its chain ([`Chain`], 8 bytes). Before the loop sleeps
 //! it calls [`Turn::take_dirty`] and writes each connection's chain with
-//! `writev`, so ten back-to-back pushes leave in one syscall. Only bytes the
+//! one vectored write (`sendmsg`, `io/send.rs`), so ten back-to-back pushes
+//! leave in one syscall. Only bytes the
 //! socket refuses (`WouldBlock` or a short write) move into that connection's
 //! heap [`Backlog`], which is freed again as soon as it drains: an idle
 //! connection owns no buffer at all.

@@ -18,6 +18,7 @@ use super::Timer;
 use super::conn::{Conn, Phase};
 use super::ctrl_conn::ControlConn;
 use super::outbox::{self, Backlog, Turn};
+use super::send::Sender;
 use super::store::Store;
 pub use super::tallies::Tallies;
 use crate::hub::{Call, ConnId, FrameRef, Key, Link, LogHealth, LogRecord, Origin, Out, Transport};
@@ -201,7 +202,7 @@ impl Wire {
     pub fn write_backlog(&mut self, key: usize) -> u64 {
         let conn = &mut self.conns[key];
         let before = conn.unsent();
-        let result = outbox::write_backlog(&mut conn.backlog, &mut conn.stream);
+        let result = outbox::write_backlog(&mut conn.backlog, &mut Sender(&conn.stream));
         let freed = before.saturating_sub(conn.unsent()) as u64;
         self.after_write(key, result);
         freed
@@ -218,9 +219,11 @@ impl Wire {
             if conn.chain.is_empty() {
                 continue;
             }
-            let result =
-                self.turn
-                    .write_chain(&mut conn.chain, &mut conn.backlog, &mut conn.stream);
+            let result = self.turn.write_chain(
+                &mut conn.chain,
+                &mut conn.backlog,
+                &mut Sender(&conn.stream),
+            );
             self.after_write(key, result);
         }
         let bytes = self.turn.take_bytes();
