@@ -10,10 +10,11 @@
 //! The connections with pushes on are also kept as one dense list, so a
 //! broadcast reads 8 bytes per recipient instead of walking every session.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU64;
 use std::rc::Rc;
 
+use hashbrown::HashTable;
 use slab::Slab;
 
 use super::ConnId;
@@ -221,22 +222,29 @@ pub struct User {
     pub count: u32,
 }
 
-/// The online-user table.
+/// The online-user table. The index by name holds only each user's slot
+/// (4 bytes a user, where a map from the name would hold the name's
+/// pointer again: 24), hashing the name the slot points to.
 #[derive(Debug, Default)]
 pub struct Users {
     table: Slab<User>,
-    by_name: HashMap<Rc<str>, u32>,
+    by_name: HashTable<u32>,
+    hasher: RandomState,
 }
 
 impl Users {
     /// The index of an online user.
     pub fn find(&self, name: &str) -> Option<u32> {
-        self.by_name.get(name).copied()
+        let hash = self.hasher.hash_one(name);
+        let table = &self.table;
+        self.by_name
+            .find(hash, |&i| *table[i as usize].name == *name)
+            .copied()
     }
 
     /// The names of the users online.
     pub fn names(&self) -> impl Iterator<Item = &Rc<str>> {
-        self.by_name.keys()
+        self.table.iter().map(|(_, u)| &u.name)
     }
 
     /// A user by index.
@@ -262,17 +270,20 @@ impl Users {
     /// Append connection `conn` (already in `sessions`) to `name`'s list,
     /// creating the user.
     pub fn join(&mut self, name: Rc<str>, conn: ConnId, sessions: &mut Sessions) {
-        let index = match self.by_name.get(&name) {
-            Some(&i) => i,
+        let index = match self.find(&name) {
+            Some(i) => i,
             None => {
+                let hash = self.hasher.hash_one(&*name);
                 let i = self.table.insert(User {
-                    name: name.clone(),
+                    name,
                     head: NONE,
                     tail: NONE,
                     count: 0,
                 });
                 let i = u32::try_from(i).expect("fewer than 4G users");
-                self.by_name.insert(name, i);
+                let (table, hasher) = (&self.table, &self.hasher);
+                let rehash = |&j: &u32| hasher.hash_one(&*table[j as usize].name);
+                self.by_name.insert_unique(hash, i, rehash);
                 i
             }
         };
@@ -317,8 +328,11 @@ impl Users {
         }
         user.count -= 1;
         if user.count == 0 {
-            let user = self.table.remove(index as usize);
-            self.by_name.remove(&user.name);
+            let hash = self.hasher.hash_one(&*user.name);
+            if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == index) {
+                entry.remove();
+            }
+            self.table.remove(index as usize);
         }
     }
 
