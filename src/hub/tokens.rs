@@ -22,10 +22,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU64;
 use std::rc::Rc;
 
+use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
+use slab::Slab;
 
 /// Longest token accepted by `grant` (URLs stay reasonable).
 pub const MAX_TOKEN_LEN: usize = 512;
@@ -52,10 +55,85 @@ struct Grant {
     granted_at: Option<NonZeroU64>,
 }
 
+/// Grants by digest: a dense slab of (digest, grant) and a hash table of
+/// slab slots (4 bytes a bucket, where a map would keep the 48-byte pair in
+/// every bucket, most of them empty).
+#[derive(Debug, Default)]
+struct Table {
+    slots: Slab<(TokenDigest, Grant)>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl Table {
+    fn slot(&self, digest: &TokenDigest) -> Option<u32> {
+        let slots = &self.slots;
+        let hash = self.hasher.hash_one(digest);
+        let found = self.index.find(hash, |&i| slots[i as usize].0 == *digest);
+        found.copied()
+    }
+
+    fn get_key_value(&self, digest: &TokenDigest) -> Option<(&TokenDigest, &Grant)> {
+        let (d, g) = &self.slots[self.slot(digest)? as usize];
+        Some((d, g))
+    }
+
+    fn get(&self, digest: &TokenDigest) -> Option<&Grant> {
+        self.get_key_value(digest).map(|(_, g)| g)
+    }
+
+    fn insert(&mut self, digest: TokenDigest, grant: Grant) {
+        if let Some(i) = self.slot(&digest) {
+            self.slots[i as usize].1 = grant;
+            return;
+        }
+        let hash = self.hasher.hash_one(digest);
+        let i = u32::try_from(self.slots.insert((digest, grant))).expect("fewer than 4G tokens");
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |&j: &u32| hasher.hash_one(slots[j as usize].0);
+        self.index.insert_unique(hash, i, rehash);
+    }
+
+    fn remove(&mut self, digest: &TokenDigest) -> Option<Grant> {
+        let hash = self.hasher.hash_one(digest);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(hash, |&i| slots[i as usize].0 == *digest)
+            .ok()?;
+        let (i, _) = entry.remove();
+        Some(self.slots.remove(i as usize).1)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&TokenDigest, &Grant) -> bool) {
+        let doomed: Vec<TokenDigest> = self
+            .slots
+            .iter()
+            .filter(|(_, (d, g))| !keep(d, g))
+            .map(|(_, (d, _))| *d)
+            .collect();
+        for digest in &doomed {
+            self.remove(digest);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&TokenDigest, &Grant)> {
+        self.slots.iter().map(|(_, (d, g))| (d, g))
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
 /// The token table.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_digest: HashMap<TokenDigest, Grant>,
+    by_digest: Table,
     /// Topic patterns of the grants that have a list, by tag.
     topics: HashMap<TokenTag, Rc<[Box<str>]>>,
 }
