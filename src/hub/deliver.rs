@@ -169,16 +169,7 @@ impl Hub {
         ts: u64,
         out: &mut impl Out,
     ) -> Delivered {
-        let envelope = Envelope {
-            message_id: &message_id,
-            seq,
-            title: message.title.as_deref(),
-            kind: message.kind,
-            topic: message.topic.as_deref(),
-            content: &message.content,
-            ts,
-        };
-        let (frame, header) = encode(&envelope);
+        let (frame, header) = encode_message(message, seq, &message_id, ts);
         let value_key = message.key.as_deref().map_or(0, key_of);
         let shared = out.shared(frame.clone(), value_key);
         let mut report = Delivered {
@@ -256,17 +247,22 @@ impl Hub {
 
     /// The frame of a message as [`Hub::fan_out`] encodes it.
     pub(super) fn frame_of(message: &Message, seq: u64, message_id: &str, ts: u64) -> Rc<[u8]> {
-        let envelope = Envelope {
-            message_id,
-            seq,
-            title: message.title.as_deref(),
-            kind: message.kind,
-            topic: message.topic.as_deref(),
-            content: &message.content,
-            ts,
-        };
-        encode(&envelope).0
+        encode_message(message, seq, message_id, ts).0
     }
+}
+
+/// A message's envelope as one text frame, and the frame header's length.
+fn encode_message(message: &Message, seq: u64, message_id: &str, ts: u64) -> (Rc<[u8]>, usize) {
+    let envelope = Envelope {
+        message_id,
+        seq,
+        title: message.title.as_deref(),
+        kind: message.kind,
+        topic: message.topic.as_deref(),
+        content: &message.content,
+        ts,
+    };
+    encode(&envelope)
 }
 
 /// Queue `frame` to each of `conns`; returns how many there were.

@@ -56,6 +56,31 @@ pub enum Pending {
     Collect { origin: Origin, since: u64 },
 }
 
+impl super::cluster::Cluster {
+    /// Call `wspush_online` for `user` (registering it here unless this is
+    /// a collect) and note what waits for the answer.
+    fn ask_online(
+        &mut self,
+        user: &str,
+        since: Option<u64>,
+        pending: Pending,
+        out: &mut impl Out,
+    ) -> u64 {
+        let reference = self.reference();
+        let collect = matches!(pending, Pending::Collect { .. });
+        out.call(
+            reference,
+            Call::Online {
+                user,
+                since,
+                collect,
+            },
+        );
+        self.calls.insert(reference, pending);
+        reference
+    }
+}
+
 /// A stored payload as the frame every node sends for it.
 fn payload_frame(payload: &[u8]) -> Option<(u64, Rc<[u8]>)> {
     let (header, job) = split(payload)?;
@@ -97,14 +122,7 @@ impl Hub {
             debug!("user {user}: connected while the redis link is down: no catch-up");
             return;
         }
-        let reference = c.reference();
-        let call = Call::Online {
-            user,
-            since,
-            collect: false,
-        };
-        out.call(reference, call);
-        c.calls.insert(reference, Pending::CatchUp(conn));
+        let reference = c.ask_online(user, since, Pending::CatchUp(conn), out);
         let catch_up = CatchUp {
             reference,
             parked: Vec::new(),
@@ -335,15 +353,7 @@ impl Hub {
         if !c.up {
             return out.answer(origin, 503, control::error(None, super::cluster::LINK_DOWN));
         }
-        let reference = c.reference();
-        let call = Call::Online {
-            user,
-            since,
-            collect: true,
-        };
-        out.call(reference, call);
-        c.calls
-            .insert(reference, Pending::Collect { origin, since: now });
+        c.ask_online(user, since, Pending::Collect { origin, since: now }, out);
         self.arm_relays();
     }
 

@@ -56,13 +56,18 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    #[test]
-    fn frames_arrive_whole_and_in_order() {
+    /// A connected pair: the client end, and the server end non-blocking.
+    fn pair() -> (std::net::TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let server = TcpStream::from_std(server);
+        (client, TcpStream::from_std(server))
+    }
+
+    #[test]
+    fn frames_arrive_whole_and_in_order() {
+        let (client, server) = pair();
         let mut sink = Sender(&server);
         assert_eq!(sink.write(b"one ").unwrap(), 4);
         let parts = [
@@ -79,11 +84,7 @@ mod tests {
 
     #[test]
     fn a_full_socket_would_block_and_a_reset_one_fails() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let server = TcpStream::from_std(server);
+        let (client, server) = pair();
         let mut sink = Sender(&server);
         let chunk = vec![0u8; 1 << 16];
         let blocked = (0..10_000).find_map(|_| sink.write(&chunk).err());
