@@ -190,7 +190,11 @@ fn a_killed_nodes_users_count_as_offline_once_its_lease_runs_out() {
         return;
     };
     let (mut a, b) = pair(&redis);
-    let _alice = a.ws_connect("t-alice");
+    let mut alice = a.ws_connect("t-alice");
+    // Once a push has reached it, the connection's catch-up is over and
+    // Redis knows alice is on A.
+    push(&b, &["alice"], 0);
+    assert_eq!(receive(&mut alice, 1), [0]);
     let r = push(&b, &["alice"], 0);
     assert_eq!(r["queued"], json!(0), "alice is online on A: {r}");
     a.kill9();

@@ -150,6 +150,9 @@ pub struct Cluster {
     pub(super) mailbox: bool,
     /// Connections waiting for what the shared mailbox has for them.
     pub(super) catching: HashMap<ConnId, super::shared::CatchUp>,
+    /// Seqs a connection got from its catch-up before the channel brought
+    /// them here: it must not get them a second time live.
+    pub(super) replayed: HashMap<ConnId, Vec<u64>>,
     /// Mailbox calls waiting for Redis's answer, by reference.
     pub(super) calls: HashMap<u64, super::shared::Pending>,
     /// Counters.
@@ -174,6 +177,7 @@ impl Cluster {
             leader: false,
             mailbox,
             catching: HashMap::new(),
+            replayed: HashMap::new(),
             calls: HashMap::new(),
             stats: ClusterStats::default(),
         }

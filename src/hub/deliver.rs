@@ -184,7 +184,9 @@ impl Hub {
             Some(c) => std::mem::take(&mut c.catching),
             None => Default::default(),
         };
-        let free = |conn: &ConnId| !catching.contains_key(conn);
+        // Those that got it from their catch-up already do not get it again.
+        let replayed = self.replayed(seq);
+        let free = |conn: &ConnId| !catching.contains_key(conn) && !replayed.contains(conn);
         if let Some(topic) = &message.topic {
             let sessions = &self.sessions;
             let followers = self.topics.subscribers(topic).iter().copied();

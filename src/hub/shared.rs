@@ -140,6 +140,7 @@ impl Hub {
         if let Some(catch_up) = c.catching.remove(&conn) {
             c.calls.remove(&catch_up.reference);
         }
+        c.replayed.remove(&conn);
         if !online && c.up {
             out.call(0, Call::Offline { user });
         }
@@ -250,6 +251,24 @@ impl Hub {
         (parked, full)
     }
 
+    /// The connections that got `seq` from their catch-up already. The
+    /// channel brings seqs in order, so what is at or below `seq` will not
+    /// come again and is forgotten.
+    pub(super) fn replayed(&mut self, seq: u64) -> Vec<ConnId> {
+        let Some(c) = self.cluster.as_mut().filter(|c| !c.replayed.is_empty()) else {
+            return Vec::new();
+        };
+        let mut got = Vec::new();
+        c.replayed.retain(|&conn, seqs| {
+            if seqs.binary_search(&seq).is_ok() {
+                got.push(conn);
+            }
+            seqs.retain(|&s| s > seq);
+            !seqs.is_empty()
+        });
+        got
+    }
+
     /// Messages held for `users` that reached one of their connections
     /// here live are theirs now: Redis stops holding them.
     pub(super) fn claim_held(&mut self, users: &[String], seq: u64, out: &mut impl Out) {
@@ -328,6 +347,14 @@ impl Hub {
         };
         let stored: Vec<(u64, Rc<[u8]>)> =
             payloads.iter().filter_map(|p| payload_frame(p)).collect();
+        // Redis answers on its own connection: what it gave may still be
+        // on its way here on the channel.
+        let mut ahead: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+        ahead.retain(|&seq| seq > c.high);
+        ahead.sort_unstable();
+        if !ahead.is_empty() {
+            c.replayed.insert(conn, ahead);
+        }
         debug!(
             "caught up: {} stored, {} parked",
             stored.len(),

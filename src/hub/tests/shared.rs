@@ -1,5 +1,6 @@
 //! A cluster node's shared mailbox on virtual time: catching up merges
-//! what Redis held with what arrived live, each seq once and in order;
+//! what Redis held with what arrived live, each seq once and in order
+//! (also when the channel brings a seq after the catch-up gave it);
 //! held messages reached live are claimed; seqs lost beyond repair close
 //! connections with 4003; the link's loss ends catch-ups the same way.
 
@@ -110,6 +111,32 @@ fn a_catch_up_merges_held_and_live_in_seq_order_once() {
         "13 was not delivered live: {:?}",
         out.calls
     );
+}
+
+#[test]
+fn what_the_catch_up_gave_before_the_channel_brought_it_is_not_sent_again() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let reference = out.calls[0].0;
+    // Redis answers on its own connection, ahead of the channel: it held
+    // 21 and 23 for a; 22, a broadcast, was never held.
+    answer(
+        &mut h,
+        &mut out,
+        reference,
+        &[
+            payload(21, &["a"], &to("a", 21)),
+            payload(23, &["a"], &to("a", 23)),
+        ],
+    );
+    assert_eq!(out.seqs(a), [21, 23]);
+    remote(&mut h, &mut out, 21, &["a"], to("a", 21));
+    remote(&mut h, &mut out, 22, &[], json!({"content": {"n": 22}}));
+    remote(&mut h, &mut out, 23, &["a"], to("a", 23));
+    remote(&mut h, &mut out, 24, &[], to("a", 24));
+    assert_eq!(out.seqs(a), [21, 23, 22, 24], "each seq once");
+    assert!(h.cluster.as_ref().unwrap().replayed.is_empty(), "forgotten");
 }
 
 #[test]
