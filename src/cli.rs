@@ -263,11 +263,13 @@ pub struct ServeArgs {
     /// "expired: get a new token") or `http` (HTTP 401, which page scripts cannot see).
     #[arg(long, env = "WSPUSH_TOKEN_REJECTION", default_value = "close", value_parser = ["close", "http"])]
     pub token_rejection: String,
-    /// Close connections that sent nothing for this many seconds (code 4001).
-    #[arg(long, env = "WSPUSH_IDLE_TIMEOUT", default_value_t = 605)]
+    /// Close connections that sent nothing for this many seconds (code 4001; at most 24 days).
+    #[arg(long, env = "WSPUSH_IDLE_TIMEOUT", default_value_t = 605,
+          value_parser = clap::value_parser!(u64).range(..=crate::io::conn::MAX_INTERVAL_S))]
     pub idle_timeout: u64,
-    /// Send a ping every this many seconds (keeps proxies and NATs open); 0 = off.
-    #[arg(long, env = "WSPUSH_PING_INTERVAL", default_value_t = 30)]
+    /// Send a ping every this many seconds (keeps proxies and NATs open; at most 24 days); 0 = off.
+    #[arg(long, env = "WSPUSH_PING_INTERVAL", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(..=crate::io::conn::MAX_INTERVAL_S))]
     pub ping_interval: u64,
     /// Seconds a client has to complete the HTTP upgrade (then 408).
     #[arg(long, env = "WSPUSH_HANDSHAKE_TIMEOUT", default_value_t = 10)]

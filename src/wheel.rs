@@ -24,6 +24,8 @@
 //! jump of more than a rotation visits each slot once instead of every tick.
 //! `next_timeout` scans at most `slots` list heads and never touches entries.
 
+use std::num::NonZeroU32;
+
 use slab::Slab;
 
 /// "No entry" in the intrusive links; slab indices are kept below it.
@@ -36,7 +38,8 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerId {
     index: u32,
-    generation: u32,
+    /// Never zero, so `Option<TimerId>` is as small as a `TimerId`.
+    generation: NonZeroU32,
 }
 
 /// One scheduled value, linked into exactly one list.
@@ -50,7 +53,7 @@ struct Scheduled<T> {
     /// Index into `Wheel::lists`. Stored because an overdue entry's list cannot
     /// be derived from its deadline.
     list: u32,
-    generation: u32,
+    generation: NonZeroU32,
 }
 
 /// Head and tail of one list; the tail makes lists FIFO, so entries due at the
@@ -83,7 +86,7 @@ pub struct Wheel<T> {
     /// Next entry of the cursor's slot to examine. Entries before it cannot fire
     /// at (`now`, `cursor`); NIL once the whole slot was examined.
     walk: u32,
-    next_generation: u32,
+    next_generation: NonZeroU32,
 }
 
 impl<T> Wheel<T> {
@@ -102,7 +105,7 @@ impl<T> Wheel<T> {
             // Tick 0 holds only deadline 0, which is already overdue at time 0.
             cursor: 1,
             walk: NIL,
-            next_generation: 0,
+            next_generation: NonZeroU32::MIN,
         }
     }
 
@@ -116,7 +119,7 @@ impl<T> Wheel<T> {
             self.slot_of(at_ms.div_ceil(self.tick_ms))
         };
         let generation = self.next_generation;
-        self.next_generation = generation.wrapping_add(1);
+        self.next_generation = generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
         let tail = self.lists[list].tail;
         let index = self.entries.insert(Scheduled {
             value,

@@ -46,6 +46,9 @@ fn bad_flags_are_refused_with_exit_code_2_before_anything_is_bound() {
         (vec!["--ws-path", "push"], "must start with '/'"),
         (vec!["--listen", "nowhere.invalid:7001"], "is not HOST:PORT"),
         (vec!["--listen", "127.0.0.1"], "is not HOST:PORT"),
+        // A connection keeps its instants in 4 bytes, exact within 24 days.
+        (vec!["--idle-timeout", "2147483"], "2147482"),
+        (vec!["--ping-interval", "3000000"], "2147482"),
     ] {
         let (code, stderr) = refused(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");

@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use log::{debug, info};
 
+use super::name::Name;
 use super::tokens::{self, TokenTag};
 use super::topics;
 use super::{ConnId, Deadline, Hub, Origin, Out};
@@ -50,7 +51,7 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Admitted {
     /// The user.
-    pub user: Rc<str>,
+    pub user: Name,
     /// The grant's tag, or [`SIGNED_TAG`].
     pub tag: TokenTag,
     /// A JWT's expiry and topics (None for a granted token).
@@ -169,7 +170,7 @@ impl Hub {
             .transpose()
             .map_err(|_| Refusal::Rejected("bad topics claim"))?;
         Ok(Admitted {
-            user: Rc::from(claims.sub),
+            user: Name::from(claims.sub.as_str()),
             tag: SIGNED_TAG,
             signed: Some(Claims {
                 exp: claims.exp,

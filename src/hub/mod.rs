@@ -34,6 +34,7 @@ mod deliver;
 mod events;
 pub mod journal;
 pub mod mailbox;
+pub mod name;
 mod nodes;
 mod ops;
 mod repair;

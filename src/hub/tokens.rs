@@ -27,6 +27,8 @@ use std::num::NonZeroU64;
 use std::rc::Rc;
 
 use hashbrown::HashTable;
+
+use super::name::Name;
 use sha1::{Digest, Sha1};
 use slab::Slab;
 
@@ -48,7 +50,7 @@ pub type TokenDigest = [u8; 20];
 /// every client has its own token).
 #[derive(Debug)]
 struct Grant {
-    user: Rc<str>,
+    user: Name,
     /// Unix ms of the `grant` (at least 1); `None`: from the tokens file,
     /// which a SIGHUP reload replaces. The niche keeps the entry as small
     /// as the user name and a flag.
@@ -168,7 +170,7 @@ pub const UNKNOWN: &str = "unknown or revoked token";
 
 impl Tokens {
     /// The user a presented token authenticates, with the token's tag.
-    pub fn lookup(&self, token: &str) -> Result<(Rc<str>, TokenTag), &'static str> {
+    pub fn lookup(&self, token: &str) -> Result<(Name, TokenTag), &'static str> {
         if token.is_empty() {
             return Err(MISSING);
         }
@@ -321,7 +323,7 @@ impl Tokens {
             None => self.topics.remove(&tag),
         };
         let entry = Grant {
-            user: Rc::from(user),
+            user: Name::from(user),
             granted_at,
         };
         self.by_digest.insert(digest, entry);

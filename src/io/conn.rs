@@ -2,8 +2,9 @@
 //! protocol (frames → messages).
 //!
 //! Memory is the point of this file. A [`Conn`] is a fixed-size slab entry
-//! (72 bytes in a release build: the peer's address is asked of the kernel
-//! when `clients` wants it, not kept) and owns no heap buffer while idle:
+//! (56 bytes: the peer's address is asked of the kernel when `clients`
+//! wants it, not kept; instants are [`Stamp`]s of 4 bytes) and owns no
+//! heap buffer while idle:
 //! reads go through the server's loop-wide scratch buffer, and an [`Input`]
 //! box exists only while
 //! a frame or a fragmented message is partly received (or while a handshake
@@ -17,6 +18,33 @@ use crate::hub::ConnId;
 use crate::proto::frame::{self, OpCode};
 use crate::wheel::TimerId;
 
+/// The most a connection's instants may lie from now: a [`Stamp`] reads
+/// back exactly within it. The connection timer fires at least once per
+/// idle timeout and ping interval, which are kept below it
+/// ([`MAX_INTERVAL_S`]).
+const STAMP_RANGE_MS: u64 = 1 << 31;
+/// The longest idle timeout or ping interval, in seconds (24 days).
+pub const MAX_INTERVAL_S: u64 = STAMP_RANGE_MS / 1000 - 1;
+
+/// A virtual-ms instant in 4 bytes: its low 32 bits, read back against the
+/// current time. Exact while it lies less than 2^31 ms (24.8 days) before or
+/// after now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(u32);
+
+impl Stamp {
+    /// The instant `ms`.
+    pub fn of(ms: u64) -> Stamp {
+        Stamp(ms as u32)
+    }
+
+    /// The instant as virtual ms, `now` being the current time.
+    pub fn ms(self, now: u64) -> u64 {
+        let ahead = self.0.wrapping_sub(now as u32) as i32;
+        now.saturating_add_signed(i64::from(ahead))
+    }
+}
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -24,7 +52,7 @@ pub enum Phase {
     Handshake,
     /// Upgraded: receives pushes. Its routing state (user, token, topics,
     /// ...) is the hub's session, which exists exactly while this lasts;
-    /// the only I/O state of an open connection alone is `next_ping_ms`
+    /// the only I/O state of an open connection alone is `next_ping`
     /// (kept beside the tag: carried in the variant it would cost 16 B per
     /// connection in alignment).
     Open,
@@ -55,12 +83,11 @@ pub struct Conn {
     pub serial: u64,
     /// Life-cycle state.
     pub phase: Phase,
-    /// While open: virtual ms at which the next server ping is due (0 =
-    /// pings off).
-    pub next_ping_ms: u64,
-    /// Virtual ms of the last byte received: idle eviction reads this lazily
+    /// While open and pings are on: when the next server ping is due.
+    pub next_ping: Stamp,
+    /// When the last byte was received: idle eviction reads this lazily
     /// when the connection's timer fires, so a read costs no timer update.
-    pub last_read_ms: u64,
+    pub last_read: Stamp,
     /// The connection's single timer entry (handshake, idle/ping, or close deadline).
     pub timer: Option<TimerId>,
     /// Frames queued for it in the current loop turn.
@@ -78,8 +105,8 @@ impl Conn {
             stream,
             serial,
             phase: Phase::Handshake,
-            next_ping_ms: 0,
-            last_read_ms: now_ms,
+            next_ping: Stamp::of(now_ms),
+            last_read: Stamp::of(now_ms),
             timer: None,
             chain: Chain::default(),
             backlog: None,
@@ -356,6 +383,20 @@ mod tests {
 mod size {
     use super::*;
 
+    #[test]
+    fn a_stamp_reads_back_within_its_range_across_the_32_bit_wrap() {
+        let wrap = 1u64 << 32;
+        for now in [0, 5, wrap - 1, wrap, wrap + 7, 3 * wrap + 12_345, u64::MAX / 2] {
+            for offset in [0i64, 1, -1, 605_000, -605_000, (1 << 31) - 1, -(1 << 30)] {
+                let Some(at) = now.checked_add_signed(offset) else {
+                    continue;
+                };
+                assert_eq!(Stamp::of(at).ms(now), at, "{at} read at {now}");
+            }
+        }
+        assert!(MAX_INTERVAL_S * 1000 < STAMP_RANGE_MS);
+    }
+
     /// The slab entry and the hub's session are most of an idle
     /// connection's user-space memory (docs/protocol.md, "Bounds and
     /// budgets": 512 B per idle connection, all included).
@@ -364,8 +405,8 @@ mod size {
         let conn = std::mem::size_of::<Option<Conn>>();
         let session = std::mem::size_of::<Option<crate::hub::session::Session>>();
         println!("slab entry {conn} B, session {session} B");
-        // 72 + 64 in a release build; a debug build's mio socket carries
-        // 12 more bytes (a selector id).
-        assert!(conn + session <= 144, "{conn} + {session} B per connection");
+        // 56 + 56 in a release build; a debug build's mio socket carries
+        // 16 more bytes (a selector id and its padding).
+        assert!(conn + session <= 128, "{conn} + {session} B per connection");
     }
 }

@@ -466,7 +466,7 @@ impl Server {
         let now = self.wire.now;
         while let Some(timer) = self.wire.wheel.expire(now) {
             match timer {
-                Timer::Conn { key, generation } => self.on_conn_timer(key as usize, generation),
+                Timer::Conn { key } => self.on_conn_timer(key as usize),
                 Timer::ResumeAccept => {
                     self.listeners.paused = false;
                     self.accept();

@@ -78,12 +78,13 @@ const CTRL_LINE_BUDGET: usize = 256;
 /// An entry in the loop's timer wheel (the hub has its own deadlines).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Timer {
-    /// The single timer of connection `key`, valid while its generation matches.
+    /// The single timer of the connection in slab slot `key`. It needs no
+    /// generation: a connection's timer is cancelled whenever it is
+    /// replaced and when the connection is dropped (`Wire::drop_conn`), so
+    /// one that fires belongs to the connection in the slot now.
     Conn {
         /// Slab key.
         key: u32,
-        /// `Conn::generation` when armed.
-        generation: u32,
     },
     /// Accepting was paused after EMFILE/ENFILE; try again.
     ResumeAccept,

@@ -15,7 +15,7 @@ use log::{debug, error};
 use slab::Slab;
 
 use super::Timer;
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Phase, Stamp};
 use super::ctrl_conn::ControlConn;
 use super::outbox::{self, Backlog, Turn};
 use super::send::Sender;
@@ -130,10 +130,7 @@ impl Wire {
         if let Some(old) = conn.timer.take() {
             self.wheel.cancel(old);
         }
-        let timer = Timer::Conn {
-            key: key as u32,
-            generation: conn.generation(),
-        };
+        let timer = Timer::Conn { key: key as u32 };
         conn.timer = Some(self.wheel.insert(at_ms, timer));
     }
 
@@ -141,10 +138,10 @@ impl Wire {
     /// Reads don't touch the wheel: `last_read_ms` is checked when it fires.
     pub fn rearm_open(&mut self, key: usize) {
         let conn = &self.conns[key];
-        let idle_at = conn.last_read_ms + self.limits.idle_ms;
-        let at = match conn.next_ping_ms {
+        let idle_at = conn.last_read.ms(self.now) + self.limits.idle_ms;
+        let at = match self.limits.ping_ms {
             0 => idle_at,
-            ping => ping.min(idle_at),
+            _ => conn.next_ping.ms(self.now).min(idle_at),
         };
         self.arm(key, at);
     }
@@ -297,7 +294,7 @@ impl Out for Wire {
             return;
         };
         c.phase = Phase::Open;
-        c.next_ping_ms = if ping > 0 { now + ping } else { 0 };
+        c.next_ping = Stamp::of(now + ping);
         self.queue(key, handshake::switching_protocols(accept).into());
         self.rearm_open(key);
     }
@@ -444,7 +441,7 @@ impl Out for Wire {
                 .get(&(conn.key as usize))
                 .filter(|(generation, _)| *generation == conn.generation)
                 .map(|&(_, ip)| ip),
-            last_seen_ms: c.last_read_ms,
+            last_seen_ms: c.last_read.ms(self.now),
         })
     }
 

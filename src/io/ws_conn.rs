@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use log::{debug, info, trace};
 
-use super::conn::{self, Event, Input as Pending, Phase, Verdict};
+use super::conn::{self, Event, Input as Pending, Phase, Stamp, Verdict};
 use super::event_loop::Server;
 use super::{Again, WS_READ_BUDGET};
 use crate::hub::Input;
@@ -65,7 +65,7 @@ impl Server {
                     break;
                 }
             };
-            conn.last_read_ms = self.wire.now;
+            conn.last_read = Stamp::of(self.wire.now);
             self.wire.traffic.bytes_in += n as u64;
             trace!("conn {}: read {n} bytes", conn.serial);
             match conn.phase {
@@ -257,13 +257,10 @@ impl Server {
     }
 
     /// Connection `key`'s timer fired (handshake, idle/ping or close deadline).
-    pub(super) fn on_conn_timer(&mut self, key: usize, generation: u32) {
+    pub(super) fn on_conn_timer(&mut self, key: usize) {
         let Some(conn) = self.wire.conns.get_mut(key) else {
             return;
         };
-        if conn.generation() != generation {
-            return;
-        }
         conn.timer = None;
         match conn.phase {
             Phase::Handshake => {
@@ -282,7 +279,7 @@ impl Server {
     fn idle_or_ping(&mut self, key: usize) {
         let now = self.wire.now;
         let conn = &mut self.wire.conns[key];
-        if now >= conn.last_read_ms + self.wire.limits.idle_ms {
+        if now >= conn.last_read.ms(now) + self.wire.limits.idle_ms {
             self.wire.traffic.idle_evictions += 1;
             debug!(
                 "conn {}: idle for {} s",
@@ -292,8 +289,9 @@ impl Server {
             self.feed(Input::Left { conn: id });
             return self.wire.start_close(key, 4001, "idle timeout");
         }
-        if conn.next_ping_ms != 0 && now >= conn.next_ping_ms {
-            conn.next_ping_ms = now + self.wire.limits.ping_ms;
+        let ping_ms = self.wire.limits.ping_ms;
+        if ping_ms != 0 && now >= conn.next_ping.ms(now) {
+            conn.next_ping = Stamp::of(now + ping_ms);
             let ping = self.ping_frame.clone();
             self.wire.queue(key, ping);
         }
