@@ -77,13 +77,11 @@ impl Hub {
             "conn {serial}: upgraded as user {user} (token {})",
             tokens::fingerprint(&request.token)
         );
-        // Moved, not copied: a copy made while the request is alive leaves
-        // a hole in the heap per connection.
+        // Labels are kept once per distinct text (`hub/devices.rs`).
         let device = request.device.or(request.user_agent);
         let serial = NonZeroU64::new(serial).expect("connection serials start at 1");
-        let device = device.map(String::into_boxed_str);
-        let session = Session::new(serial, admitted.tag, self.now, device);
-        self.sessions.insert(conn, session);
+        let session = Session::new(serial, admitted.tag, self.now);
+        self.sessions.insert(conn, session, device.as_deref());
         if let Some(claims) = admitted.signed {
             self.track_signed(conn, claims);
         }

@@ -67,7 +67,7 @@ impl Hub {
         if online {
             let peer = out.link(conn).as_ref().and_then(super::ops::peer_of);
             event["peer"] = json!(peer);
-            event["device"] = json!(session.device.as_deref());
+            event["device"] = json!(self.sessions.device_of(session));
         }
         self.emit(event, out);
     }

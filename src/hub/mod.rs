@@ -31,6 +31,7 @@ mod api;
 pub mod auth;
 pub mod cluster;
 mod deliver;
+pub mod devices;
 mod events;
 pub mod journal;
 pub mod mailbox;

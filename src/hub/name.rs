@@ -7,80 +7,76 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 use std::ops::Deref;
-use std::ptr::NonNull;
 use std::rc::Rc;
 
 /// The longest name kept inline.
 pub const INLINE: usize = 15;
-/// `tag` of a name kept in an `Rc<str>`; an inline name's tag is its length.
-const SHARED: u8 = 0xFF;
+/// Bytes of a long name's pointer at the start of `bytes`, its `u32`
+/// length after them.
+const PTR: usize = std::mem::size_of::<usize>();
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Inline {
+/// An inline name's length, or `Shared`. An enum rather than a `u8`, so
+/// that its unused values are a niche: a slab entry or an `Option` of a
+/// name needs no tag of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[rustfmt::skip]
+enum Tag {
+    L0, L1, L2, L3, L4, L5, L6, L7, L8, L9, L10, L11, L12, L13, L14, L15,
+    Shared,
+}
+
+#[rustfmt::skip]
+const LENGTHS: [Tag; INLINE + 1] = [
+    Tag::L0, Tag::L1, Tag::L2, Tag::L3, Tag::L4, Tag::L5, Tag::L6, Tag::L7,
+    Tag::L8, Tag::L9, Tag::L10, Tag::L11, Tag::L12, Tag::L13, Tag::L14, Tag::L15,
+];
+
+/// A user name (at most `u32::MAX` bytes; the protocol allows 256):
+/// inline, the text in `bytes`; shared, the address of an `Rc<str>`'s
+/// bytes (from `Rc::into_raw`, owning one strong count) and its length.
+pub struct Name {
     bytes: [u8; INLINE],
-    tag: u8,
+    tag: Tag,
+    /// Not `Send` nor `Sync`, as the `Rc` it may hold.
+    rc: PhantomData<Rc<str>>,
 }
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Shared {
-    /// From `Rc::into_raw`: the name's bytes, owned by one strong count.
-    ptr: NonNull<u8>,
-    len: u32,
-    _pad: [u8; 3],
-    tag: u8,
-}
-
-/// Both layouts put `tag` at byte 15, so it tells which one is live.
-#[repr(C)]
-union Repr {
-    inline: Inline,
-    shared: Shared,
-}
-
-/// A user name (at most `u32::MAX` bytes; the protocol allows 256).
-pub struct Name(Repr);
 
 impl Name {
-    fn tag(&self) -> u8 {
-        // SAFETY: both variants are plain bytes at offset 15.
-        unsafe { self.0.inline.tag }
-    }
-
     /// The `Rc<str>` behind a long name, as a raw fat pointer.
     fn shared(&self) -> Option<*const str> {
-        (self.tag() == SHARED).then(|| {
-            // SAFETY: the tag says `shared` is the live variant.
-            let s = unsafe { self.0.shared };
-            std::ptr::slice_from_raw_parts(s.ptr.as_ptr().cast_const(), s.len as usize)
-                as *const str
+        (self.tag == Tag::Shared).then(|| {
+            let addr = usize::from_ne_bytes(self.bytes[..PTR].try_into().expect("PTR bytes"));
+            let len = u32::from_ne_bytes(self.bytes[PTR..PTR + 4].try_into().expect("4 bytes"));
+            let ptr = std::ptr::with_exposed_provenance::<u8>(addr);
+            std::ptr::slice_from_raw_parts(ptr, len as usize) as *const str
         })
     }
 }
 
 impl From<&str> for Name {
     fn from(name: &str) -> Name {
-        if name.len() <= INLINE {
-            let mut bytes = [0; INLINE];
+        let mut bytes = [0; INLINE];
+        if let Some(&tag) = LENGTHS.get(name.len()) {
             bytes[..name.len()].copy_from_slice(name.as_bytes());
-            let tag = name.len() as u8;
-            return Name(Repr {
-                inline: Inline { bytes, tag },
-            });
+            return Name {
+                bytes,
+                tag,
+                rc: PhantomData,
+            };
         }
         let len = u32::try_from(name.len()).expect("a name shorter than 4 GiB");
         let rc: Rc<str> = name.into();
-        let ptr = NonNull::new(Rc::into_raw(rc).cast::<u8>().cast_mut()).expect("Rc is not null");
-        Name(Repr {
-            shared: Shared {
-                ptr,
-                len,
-                _pad: [0; 3],
-                tag: SHARED,
-            },
-        })
+        let addr = Rc::into_raw(rc).cast::<u8>().expose_provenance();
+        bytes[..PTR].copy_from_slice(&addr.to_ne_bytes());
+        bytes[PTR..PTR + 4].copy_from_slice(&len.to_ne_bytes());
+        Name {
+            bytes,
+            tag: Tag::Shared,
+            rc: PhantomData,
+        }
     }
 }
 
@@ -92,14 +88,9 @@ impl Deref for Name {
             // SAFETY: the pointer came from a live `Rc<str>` this name
             // holds a strong count of.
             Some(ptr) => unsafe { &*ptr },
-            None => {
-                // SAFETY: the tag says `inline` is live; its first `tag`
-                // bytes were copied from a `&str`.
-                let inline = unsafe { &self.0.inline };
-                let bytes = &inline.bytes[..usize::from(inline.tag)];
-                // SAFETY: see above: they are valid UTF-8.
-                unsafe { std::str::from_utf8_unchecked(bytes) }
-            }
+            // SAFETY: an inline name's first `tag` bytes were copied from
+            // a `&str`.
+            None => unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.tag as usize]) },
         }
     }
 }
@@ -110,9 +101,11 @@ impl Clone for Name {
             // SAFETY: `ptr` came from `Rc::into_raw` and is still owned.
             unsafe { Rc::increment_strong_count(ptr) };
         }
-        // SAFETY: both variants are `Copy`; for a shared name the count
-        // was raised for the copy.
-        Name(unsafe { std::ptr::read(&self.0) })
+        Name {
+            bytes: self.bytes,
+            tag: self.tag,
+            rc: PhantomData,
+        }
     }
 }
 
@@ -170,6 +163,18 @@ mod tests {
     #[test]
     fn a_name_is_sixteen_bytes_and_reads_back_at_every_length() {
         assert_eq!(std::mem::size_of::<Name>(), 16);
+        assert_eq!(
+            std::mem::size_of::<Option<Name>>(),
+            16,
+            "the tag is a niche"
+        );
+        #[allow(dead_code)]
+        enum SlabEntry<T> {
+            Vacant(usize),
+            Occupied(T),
+        }
+        let user = std::mem::size_of::<SlabEntry<crate::hub::session::User>>();
+        assert_eq!(user, 32, "a user's slab entry needs no tag");
         let long = "é".repeat(200);
         for n in 0..=long.len() {
             let Some(s) = long.get(..n) else { continue };

@@ -308,7 +308,7 @@ impl Hub {
                     "id": s.serial,
                     "peer": link.as_ref().and_then(peer_of),
                     "proxy": link.as_ref().filter(|l| l.forwarded.is_some()).and_then(|l| l.peer).map(|p| p.to_string()),
-                    "device": s.device.as_deref(),
+                    "device": self.sessions.device_of(s),
                     "connected_at": base + s.connected_ms,
                     "last_seen": base + link.map_or(s.connected_ms, |l| l.last_seen_ms),
                     "subscribed": s.subscribed(),

@@ -18,6 +18,7 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::ConnId;
+use super::devices::{Devices, NO_DEVICE};
 use super::name::Name;
 use super::tokens::TokenTag;
 
@@ -44,20 +45,16 @@ pub struct Session {
     pub token: TokenTag,
     /// Virtual ms of the upgrade.
     pub connected_ms: u64,
-    /// `?device=` or the User-Agent, for `clients`.
-    /// Boxed twice: a thin pointer keeps the session at 56 bytes where a
-    /// string's fat one costs 8 more on every connection, with a device or
-    /// not.
-    #[allow(clippy::redundant_allocation)]
-    pub device: Option<Box<Box<str>>>,
+    /// `?device=` or the User-Agent, for `clients`: an index into the
+    /// labels of [`Sessions`] ([`NO_DEVICE`] without one).
+    device: u32,
     /// Subscribed topics, in subscription order; absent when none.
     pub topics: Option<Box<Vec<Rc<str>>>>,
 }
 
 impl Session {
     /// A session just upgraded, with pushes on, in no user's list yet.
-    pub fn new(serial: NonZeroU64, token: TokenTag, now: u64, device: Option<Box<str>>) -> Self {
-        let device = device.map(Box::new);
+    pub fn new(serial: NonZeroU64, token: TokenTag, now: u64) -> Self {
         Session {
             serial,
             pushing_at: NONE,
@@ -66,7 +63,7 @@ impl Session {
             user_next: NONE,
             token,
             connected_ms: now,
-            device,
+            device: NO_DEVICE,
             topics: None,
         }
     }
@@ -90,6 +87,8 @@ pub struct Sessions {
     len: usize,
     /// The open connections with pushes on, in no particular order.
     pushing: Vec<ConnId>,
+    /// The sessions' device labels.
+    devices: Devices,
 }
 
 impl Sessions {
@@ -102,6 +101,7 @@ impl Sessions {
             slots: Vec::with_capacity(n),
             len: 0,
             pushing: Vec::with_capacity(n),
+            devices: Devices::default(),
         }
     }
 
@@ -139,7 +139,8 @@ impl Sessions {
     }
 
     /// Add the session of a connection that just opened, pushes on.
-    pub fn insert(&mut self, conn: ConnId, session: Session) {
+    pub fn insert(&mut self, conn: ConnId, mut session: Session, device: Option<&str>) {
+        session.device = device.map_or(NO_DEVICE, |d| self.devices.hold(d));
         let key = conn.key as usize;
         if self.slots.len() <= key {
             self.slots.resize_with(key + 1, || None);
@@ -156,7 +157,14 @@ impl Sessions {
         self.set_pushing(conn, false);
         self.get(conn)?;
         self.len -= 1;
-        self.slots[conn.key as usize].take()
+        let session = self.slots[conn.key as usize].take()?;
+        self.devices.release(session.device);
+        Some(session)
+    }
+
+    /// An open session's device label.
+    pub fn device_of(&self, session: &Session) -> Option<&str> {
+        self.devices.get(session.device)
     }
 
     /// Switch an open session's pushes on or off; O(1).
@@ -386,7 +394,7 @@ mod tests {
             key,
             generation: serial.get() as u32,
         };
-        sessions.insert(conn, Session::new(serial, 0, 0, None));
+        sessions.insert(conn, Session::new(serial, 0, 0), None);
         conn
     }
 

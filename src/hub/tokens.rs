@@ -496,6 +496,13 @@ mod tests {
     fn an_entry_costs_no_more_than_its_user_and_grant_time() {
         // The topic lists live in a side table, only for grants with one.
         assert_eq!(std::mem::size_of::<Grant>(), 24);
+        // The slab finds its vacancy tag in the name's.
+        #[allow(dead_code)]
+        enum SlabEntry<T> {
+            Vacant(usize),
+            Occupied(T),
+        }
+        assert_eq!(std::mem::size_of::<SlabEntry<(TokenDigest, Grant)>>(), 48);
     }
 
     #[test]

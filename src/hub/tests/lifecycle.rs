@@ -281,3 +281,35 @@ fn the_stats_table_feeds_both_stats_and_metrics() {
     );
     assert_eq!(stats["data_log"], "off");
 }
+
+#[test]
+fn device_labels_are_shared_and_outlive_only_their_last_connection() {
+    let mut h = hub(&["a", "b"]);
+    let mut out = Rec::default();
+    let with_agent = |token: &str, agent: &str| Upgrade {
+        user_agent: Some(agent.into()),
+        ..upgrade(token, None)
+    };
+    let a = connect_request(&mut h, &mut out, 0, 1, with_agent("t-a", "okhttp/4.12"));
+    connect_request(&mut h, &mut out, 0, 2, with_agent("t-b", "okhttp/4.12"));
+    let named = Upgrade {
+        device: Some("kitchen".into()),
+        ..with_agent("t-b", "okhttp/4.12")
+    };
+    connect_request(&mut h, &mut out, 0, 3, named);
+    connect(&mut h, &mut out, 4, "a", None);
+    h.handle(0, Input::Left { conn: a }, &mut out);
+    let reply = request(&mut h, &mut out, 0, json!({"op": "clients"}));
+    let mut devices: Vec<Value> = reply["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["device"].clone())
+        .collect();
+    devices.sort_by_key(|d| d.to_string());
+    assert_eq!(
+        devices,
+        [json!("kitchen"), json!("okhttp/4.12"), Value::Null],
+        "{reply}"
+    );
+}
