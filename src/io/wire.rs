@@ -135,7 +135,7 @@ impl Wire {
     }
 
     /// Arm an open connection's timer for its next idle check or ping.
-    /// Reads don't touch the wheel: `last_read_ms` is checked when it fires.
+    /// Reads don't touch the wheel: `last_read` is checked when it fires.
     pub fn rearm_open(&mut self, key: usize) {
         let conn = &self.conns[key];
         let idle_at = conn.last_read.ms(self.now) + self.limits.idle_ms;
