@@ -2,14 +2,15 @@
 //! protocol (frames → messages).
 //!
 //! Memory is the point of this file. A [`Conn`] is a fixed-size slab entry
-//! (56 bytes: the peer's address is asked of the kernel when `clients`
+//! (48 bytes: the peer's address is asked of the kernel when `clients`
 //! wants it, not kept; instants are [`Stamp`]s of 4 bytes) and owns no
 //! heap buffer while idle:
 //! reads go through the server's loop-wide scratch buffer, and an [`Input`]
-//! box exists only while
+//! exists only while
 //! a frame or a fragmented message is partly received (or while a handshake
 //! arrives in pieces). Outbound bytes live in the server's per-turn queue and,
-//! only when the socket pushes back, in a [`Backlog`] box.
+//! only when the socket pushes back, in a [`Backlog`]. The two share one
+//! box, present only while either is.
 
 use mio::net::TcpStream;
 
@@ -92,10 +93,18 @@ pub struct Conn {
     pub timer: Option<TimerId>,
     /// Frames queued for it in the current loop turn.
     pub chain: Chain,
+    /// Bytes the socket refused and partial inbound data, in one box that
+    /// exists only while either does (one pointer in the slab entry, not two).
+    spill: Option<Box<Spill>>,
+}
+
+/// The rarely present parts of a connection.
+#[derive(Debug, Default)]
+struct Spill {
     /// Bytes the socket refused; present only while backed up.
-    pub backlog: Option<Box<Backlog>>,
+    backlog: Option<Backlog>,
     /// Partial inbound data; present only while something is incomplete.
-    pub input: Option<Box<Input>>,
+    input: Option<Input>,
 }
 
 impl Conn {
@@ -109,8 +118,7 @@ impl Conn {
             last_read: Stamp::of(now_ms),
             timer: None,
             chain: Chain::default(),
-            backlog: None,
-            input: None,
+            spill: None,
         }
     }
 
@@ -129,7 +137,76 @@ impl Conn {
 
     /// Unsent bytes held in the backlog.
     pub fn unsent(&self) -> usize {
-        self.backlog.as_ref().map_or(0, |b| b.bytes())
+        self.spill
+            .as_ref()
+            .and_then(|s| s.backlog.as_ref())
+            .map_or(0, |b| b.bytes())
+    }
+
+    /// Whether the socket has refused bytes that are still held.
+    pub fn has_backlog(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| s.backlog.is_some())
+    }
+
+    /// The backlog, if the socket has refused bytes.
+    pub fn backlog_mut(&mut self) -> Option<&mut Backlog> {
+        self.spill.as_mut().and_then(|s| s.backlog.as_mut())
+    }
+
+    /// The backlog, made if there is none.
+    pub fn backlog_or_default(&mut self) -> &mut Backlog {
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.backlog.get_or_insert_with(Backlog::default)
+    }
+
+    /// Take the backlog out (to write it); [`Conn::put_backlog`] puts back
+    /// what is left.
+    pub fn take_backlog(&mut self) -> Option<Backlog> {
+        self.spill.as_mut().and_then(|s| s.backlog.take())
+    }
+
+    /// Keep `backlog` (or none), freeing the box once nothing is in it.
+    pub fn put_backlog(&mut self, backlog: Option<Backlog>) {
+        match backlog {
+            Some(b) => self.spill.get_or_insert_with(Box::default).backlog = Some(b),
+            None => self.shrink(),
+        }
+    }
+
+    /// Whether inbound bytes are waiting.
+    pub fn has_input(&self) -> bool {
+        self.spill.as_ref().is_some_and(|s| s.input.is_some())
+    }
+
+    /// The partial input, made if there is none.
+    pub fn input_or_default(&mut self) -> &mut Input {
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.input.get_or_insert_with(Input::default)
+    }
+
+    /// Take the partial input out (to feed it); [`Conn::put_input`] puts
+    /// back what is still incomplete.
+    pub fn take_input(&mut self) -> Option<Input> {
+        self.spill.as_mut().and_then(|s| s.input.take())
+    }
+
+    /// Keep `input` (or none), freeing the box once nothing is in it.
+    pub fn put_input(&mut self, input: Option<Input>) {
+        match input {
+            Some(i) => self.spill.get_or_insert_with(Box::default).input = Some(i),
+            None => self.shrink(),
+        }
+    }
+
+    /// Free the box when it holds neither part.
+    fn shrink(&mut self) {
+        if self
+            .spill
+            .as_ref()
+            .is_some_and(|s| s.backlog.is_none() && s.input.is_none())
+        {
+            self.spill = None;
+        }
     }
 }
 
@@ -186,7 +263,7 @@ pub enum Verdict {
 /// to `on`, and an incomplete tail is kept in `input`. Frames after one that
 /// ends the connection are ignored.
 pub fn feed(
-    input: &mut Option<Box<Input>>,
+    input: &mut Option<Input>,
     data: &mut [u8],
     max_message: usize,
     mut on: impl FnMut(Event<'_>) -> Verdict,
@@ -297,7 +374,7 @@ mod tests {
 
     const KEY: [u8; 4] = [1, 2, 3, 4];
 
-    fn collect(input: &mut Option<Box<Input>>, bytes: &[u8], max: usize) -> (Verdict, Vec<String>) {
+    fn collect(input: &mut Option<Input>, bytes: &[u8], max: usize) -> (Verdict, Vec<String>) {
         let mut seen = Vec::new();
         let mut data = bytes.to_vec();
         let verdict = feed(input, &mut data, max, |e| {
@@ -413,7 +490,7 @@ mod size {
         let conn = std::mem::size_of::<Option<Conn>>();
         let session = std::mem::size_of::<Option<crate::hub::session::Session>>();
         println!("slab entry {conn} B, session {session} B");
-        // 56 + 56 in a release build; a debug build's mio socket carries
+        // 48 + 56 in a release build; a debug build's mio socket carries
         // 16 more bytes (a selector id and its padding).
         assert!(conn + session <= 128, "{conn} + {session} B per connection");
     }

@@ -44,7 +44,7 @@ impl Server {
             keep_alive: head.keep_alive,
         };
         if end < bytes.len() {
-            conn.input = Some(Box::new(Pending::holding(bytes[end..].to_vec())));
+            conn.put_input(Some(Pending::holding(bytes[end..].to_vec())));
         }
         debug!("conn {}: API {}", conn.serial, head.op);
         let origin = Origin::Http(id);
@@ -75,7 +75,7 @@ impl Server {
             keep_alive: head.keep_alive,
         };
         if consumed < bytes.len() {
-            conn.input = Some(Box::new(Pending::holding(bytes[consumed..].to_vec())));
+            conn.put_input(Some(Pending::holding(bytes[consumed..].to_vec())));
         }
         self.feed(Input::Collect {
             origin,
@@ -88,7 +88,7 @@ impl Server {
     /// within [`MAX_AHEAD`].
     pub(super) fn api_ahead(&mut self, key: usize, data: &[u8]) {
         let conn = &mut self.wire.conns[key];
-        let input = conn.input.get_or_insert_with(Box::default);
+        let input = conn.input_or_default();
         if input.buf.len() + data.len() > MAX_AHEAD {
             return self.drop_conn(key, "too much sent ahead of an HTTP answer");
         }
@@ -132,7 +132,7 @@ impl Server {
             }
             let conn = &mut self.wire.conns[key];
             conn.phase = Phase::Handshake;
-            if conn.input.is_some() {
+            if conn.has_input() {
                 let serial = conn.serial;
                 self.again.push(Again::Http { key, serial });
             }

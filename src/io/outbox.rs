@@ -182,7 +182,7 @@ impl Turn {
     pub fn write_chain<W: Write>(
         &self,
         chain: &mut Chain,
-        backlog: &mut Option<Box<Backlog>>,
+        backlog: &mut Option<Backlog>,
         sink: &mut W,
     ) -> io::Result<usize> {
         let mut link = std::mem::take(chain).head;
@@ -208,7 +208,7 @@ impl Turn {
                 continue;
             }
             // Short write: everything not yet taken moves to the backlog.
-            let mut queue = Box::<Backlog>::default();
+            let mut queue = Backlog::default();
             let mut skip = written;
             while link != NIL {
                 let l = self.links[link as usize];
@@ -323,10 +323,7 @@ impl Backlog {
 
 /// Write as much of the backlog as the socket takes; free it once empty.
 /// Returns the unsent byte count afterwards.
-pub fn write_backlog<W: Write>(
-    backlog: &mut Option<Box<Backlog>>,
-    sink: &mut W,
-) -> io::Result<usize> {
+pub fn write_backlog<W: Write>(backlog: &mut Option<Backlog>, sink: &mut W) -> io::Result<usize> {
     let Some(queue) = backlog else {
         return Ok(0);
     };

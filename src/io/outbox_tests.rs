@@ -153,7 +153,7 @@ fn a_keyed_frame_replaces_the_unsent_one_with_the_same_key() {
         .unwrap();
     assert_eq!(sink.got, b"xt3");
     // In the backlog too, but never the half-written front frame.
-    let queue = backlog.get_or_insert_with(Box::default);
+    let queue = backlog.get_or_insert_with(Backlog::default);
     queue.push_keyed(frame(b"t4"), temp);
     queue.offset = 1;
     queue.push_keyed(frame(b"t5"), temp);

@@ -17,7 +17,7 @@ use slab::Slab;
 use super::Timer;
 use super::conn::{Conn, Phase, Stamp};
 use super::ctrl_conn::ControlConn;
-use super::outbox::{self, Backlog, Turn};
+use super::outbox::{self, Turn};
 use super::send::Sender;
 use super::store::Store;
 pub use super::tallies::Tallies;
@@ -174,7 +174,7 @@ impl Wire {
             conn.unsent()
         );
         self.gone.push(conn.id(key));
-        let backlog = conn.backlog.get_or_insert_with(Box::<Backlog>::default);
+        let backlog = conn.backlog_or_default();
         backlog.truncate_to_partial();
         backlog.push(frame::encode_close(4000, "slow consumer").into());
         self.tallies.close(4000);
@@ -199,7 +199,9 @@ impl Wire {
     pub fn write_backlog(&mut self, key: usize) -> u64 {
         let conn = &mut self.conns[key];
         let before = conn.unsent();
-        let result = outbox::write_backlog(&mut conn.backlog, &mut Sender(&conn.stream));
+        let mut backlog = conn.take_backlog();
+        let result = outbox::write_backlog(&mut backlog, &mut Sender(&conn.stream));
+        conn.put_backlog(backlog);
         let freed = before.saturating_sub(conn.unsent()) as u64;
         self.after_write(key, result);
         freed
@@ -216,11 +218,11 @@ impl Wire {
             if conn.chain.is_empty() {
                 continue;
             }
-            let result = self.turn.write_chain(
-                &mut conn.chain,
-                &mut conn.backlog,
-                &mut Sender(&conn.stream),
-            );
+            let mut backlog = conn.take_backlog();
+            let result =
+                self.turn
+                    .write_chain(&mut conn.chain, &mut backlog, &mut Sender(&conn.stream));
+            conn.put_backlog(backlog);
             self.after_write(key, result);
         }
         let bytes = self.turn.take_bytes();
@@ -329,7 +331,7 @@ impl Out for Wire {
                 continue;
             };
             if value_key != 0
-                && let Some(backlog) = &mut c.backlog
+                && let Some(backlog) = c.backlog_mut()
             {
                 backlog.drop_key(value_key);
             }

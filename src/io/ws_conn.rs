@@ -22,13 +22,7 @@ pub const MAX_HEAD: usize = 8 * 1024;
 impl Server {
     /// Readiness on WebSocket connection `key`.
     pub(super) fn ws_ready(&mut self, key: usize, writable: bool) {
-        if writable
-            && self
-                .wire
-                .conns
-                .get(key)
-                .is_some_and(|c| c.backlog.is_some())
-        {
+        if writable && self.wire.conns.get(key).is_some_and(|c| c.has_backlog()) {
             let freed = self.wire.write_backlog(key);
             self.note_freed(freed);
             self.settle();
@@ -83,20 +77,20 @@ impl Server {
     /// Bytes of an HTTP request (a WebSocket upgrade, an API call, or a
     /// plain GET); an incomplete request is kept in the connection's input.
     pub(super) fn handshake_bytes(&mut self, key: usize, data: &mut [u8]) {
-        match self.wire.conns[key].input.take() {
+        match self.wire.conns[key].take_input() {
             Some(mut input) => {
                 input.buf.extend_from_slice(data);
                 if self.request(key, &mut input.buf)
                     && let Some(conn) = self.wire.conns.get_mut(key)
                 {
-                    conn.input = Some(input);
+                    conn.put_input(Some(input));
                 }
             }
             None => {
                 if self.request(key, data)
                     && let Some(conn) = self.wire.conns.get_mut(key)
                 {
-                    conn.input = Some(Box::new(Pending::holding(data.to_vec())));
+                    conn.put_input(Some(Pending::holding(data.to_vec())));
                 }
             }
         }
@@ -167,11 +161,11 @@ impl Server {
     }
 
     fn frame_bytes(&mut self, key: usize, data: &mut [u8]) {
-        let mut input = self.wire.conns[key].input.take();
+        let mut input = self.wire.conns[key].take_input();
         let max = self.max_message;
         let verdict = conn::feed(&mut input, data, max, |event| self.on_event(key, event));
         if let Some(conn) = self.wire.conns.get_mut(key) {
-            conn.input = input;
+            conn.put_input(input);
             match verdict {
                 Verdict::Close(code, reason) => {
                     debug!("conn {}: closing with {code}: {reason}", conn.serial);
