@@ -75,7 +75,7 @@ impl Write for Sink {
 #[derive(Default)]
 pub struct MemConn {
     pub chain: Chain,
-    pub backlog: Option<Box<Backlog>>,
+    pub backlog: Option<Backlog>,
     pub sink: Sink,
 }
 
