@@ -368,7 +368,11 @@ impl Hub {
             c.stats.reconnects += u64::from(c.was_up);
             c.was_up = true;
             c.up = true;
-            if c.high != 0 && counter > c.high && c.repair.is_none() {
+            if let Some(repair) = &mut c.repair {
+                // A gap the subscription showed before the link was up.
+                repair.since = self.now;
+                out.fetch(repair.from, repair.to);
+            } else if c.high != 0 && counter > c.high {
                 let from = c.high + 1;
                 self.start_repair(from, counter, None, out);
             }

@@ -22,12 +22,13 @@ const MAX_PARKED_BYTES: usize = 16 << 20;
 #[derive(Debug)]
 pub struct Repair {
     /// The missing seqs, inclusive.
-    from: u64,
-    to: u64,
+    pub(super) from: u64,
+    pub(super) to: u64,
     /// Channel messages that arrived meanwhile, in order.
     parked: Vec<Box<[u8]>>,
     parked_bytes: usize,
-    /// Virtual ms it started (it ends after [`RELAY_TIMEOUT_MS`]).
+    /// Virtual ms it started, or its fetch was sent (it ends
+    /// [`RELAY_TIMEOUT_MS`] later).
     pub since: u64,
 }
 
@@ -70,7 +71,12 @@ impl Hub {
             parked_bytes: payload.map_or(0, <[u8]>::len),
             since: now,
         });
-        out.fetch(from, to);
+        // The subscription can bring its first message before the link is
+        // up, when nothing can be fetched: the fetch then waits for the
+        // link (`link_changed`).
+        if c.up {
+            out.fetch(from, to);
+        }
         self.wheel.insert(now + RELAY_TIMEOUT_MS, Deadline::Relays);
     }
 

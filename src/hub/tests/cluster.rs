@@ -326,6 +326,41 @@ fn seqs_missed_while_the_link_was_down_are_fetched_when_it_is_back() {
 }
 
 #[test]
+fn a_gap_the_subscription_shows_before_the_link_is_up_is_fetched_once_it_is() {
+    let mut h = node(&["a"]);
+    let mut out = Rec::default();
+    link(&mut h, &mut out, true);
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let job = json!({"users": ["a"], "content": 0});
+    channel(&mut h, &mut out, 3, "other", 0, &job);
+    link(&mut h, &mut out, false);
+    // The new subscription brings seq 6 before the link is declared up:
+    // nothing can be fetched yet, and 6 is held back.
+    channel(&mut h, &mut out, 6, "other", 0, &job);
+    assert!(out.fetches.is_empty());
+    assert_eq!(out.seqs(a), [3]);
+    h.handle(
+        0,
+        Input::RedisLink {
+            up: true,
+            counter: 6,
+        },
+        &mut out,
+    );
+    assert_eq!(out.fetches, [(4, 5)], "asked once the link is up");
+    let (p4, p5) = (payload(4, &job), payload(5, &job));
+    let recovered: [&[u8]; 2] = [p4.as_bytes(), p5.as_bytes()];
+    h.handle(
+        0,
+        Input::Recovered {
+            payloads: &recovered,
+        },
+        &mut out,
+    );
+    assert_eq!(out.seqs(a), [3, 4, 5, 6]);
+}
+
+#[test]
 fn the_leader_relays_plainly_published_jobs_and_the_others_ignore_them() {
     let mut h = node(&["a"]);
     let mut out = Rec::default();
