@@ -162,7 +162,9 @@ impl Conn {
     /// Take the backlog out (to write it); [`Conn::put_backlog`] puts back
     /// what is left.
     pub fn take_backlog(&mut self) -> Option<Backlog> {
-        self.spill.as_mut().and_then(|s| s.backlog.take())
+        let backlog = self.spill.as_mut().and_then(|s| s.backlog.take());
+        self.shrink();
+        backlog
     }
 
     /// Keep `backlog` (or none), freeing the box once nothing is in it.
@@ -187,7 +189,9 @@ impl Conn {
     /// Take the partial input out (to feed it); [`Conn::put_input`] puts
     /// back what is still incomplete.
     pub fn take_input(&mut self) -> Option<Input> {
-        self.spill.as_mut().and_then(|s| s.input.take())
+        let input = self.spill.as_mut().and_then(|s| s.input.take());
+        self.shrink();
+        input
     }
 
     /// Keep `input` (or none), freeing the box once nothing is in it.
