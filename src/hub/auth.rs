@@ -33,8 +33,8 @@ pub const CLOSE_REJECTED: u16 = 4401;
 /// reconnect.
 pub const CLOSE_EXPIRED: u16 = 4402;
 /// The token tag of connections admitted by a JWT: there is no grant to
-/// revoke (a granted token's tag is a digest, never this in practice).
-pub const SIGNED_TAG: TokenTag = 0;
+/// revoke, and no grant has this tag.
+pub const SIGNED_TAG: TokenTag = tokens::NO_GRANT;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use super::cluster::Query;
 use super::journal::LogRecord;
 use super::mailbox::Status;
+use super::tokens::{self, TokenTag};
 use super::topics::{MAX_TOPIC, patterns, valid_topic};
-use super::{Call, ConnId, Hub, Link, Origin, Out, auth, tokens};
+use super::{Call, ConnId, Hub, Link, Origin, Out, auth};
 use crate::proto::control::{Message, Request, Schedule};
 
 /// Default and largest page of `messages`.
@@ -200,7 +201,7 @@ impl Hub {
     }
 
     /// Close every open connection opened with a token (revoked or removed).
-    pub(super) fn close_token(&mut self, tag: u64, out: &mut impl Out) -> usize {
+    pub(super) fn close_token(&mut self, tag: TokenTag, out: &mut impl Out) -> usize {
         let doomed: Vec<ConnId> = self
             .sessions
             .iter()

@@ -30,7 +30,7 @@ pub const NONE: u32 = u32::MAX;
 pub struct Session {
     /// The connection's serial number: `id` in `clients` and events; its
     /// low 32 bits are the [`ConnId`] generation. Never zero, which lets
-    /// `Option<Session>` stay 56 bytes.
+    /// `Option<Session>` stay 48 bytes.
     pub serial: NonZeroU64,
     /// Where the connection sits in the list of those with pushes on, or
     /// [`NONE`] while they are off (`unsubscribe`). Kept by [`Sessions`].
@@ -41,7 +41,8 @@ pub struct Session {
     pub user_prev: u32,
     /// See `user_prev`.
     pub user_next: u32,
-    /// Which token authenticated it (so `revoke` finds it).
+    /// Which grant admitted it (so `revoke` finds it, and its topic list);
+    /// [`SIGNED_TAG`](super::auth::SIGNED_TAG) for a signed token.
     pub token: TokenTag,
     /// Virtual ms of the upgrade.
     pub connected_ms: u64,
@@ -405,8 +406,8 @@ mod tests {
     }
 
     #[test]
-    fn an_open_slot_costs_56_bytes() {
-        assert_eq!(std::mem::size_of::<Option<Session>>(), 56);
+    fn an_open_slot_costs_48_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Session>>(), 48);
     }
 
     #[test]

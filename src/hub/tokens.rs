@@ -37,9 +37,18 @@ pub const MAX_TOKEN_LEN: usize = 512;
 /// Longest user name accepted by `grant` and the tokens file.
 pub const MAX_USER_LEN: usize = 256;
 
-/// A short tag identifying a token without revealing it: the first 8 bytes
-/// of its digest. Connections keep it so a revoke can find them.
-pub type TokenTag = u64;
+/// Which grant a connection came in with: the grant's slot in the table.
+/// Connections keep it so a revoke can find them and their topic list.
+///
+/// A slot is reused once its grant is gone, which is safe because every
+/// way a grant goes (`revoke`, a reload that drops it) closes its
+/// connections in the same job, and replay ([`Tokens::forget`]) runs before
+/// any connection exists. A grant that is replaced keeps its slot. Four
+/// bytes where a digest prefix took eight, and no two grants ever share one.
+pub type TokenTag = u32;
+
+/// A tag no grant has: connections admitted by a signed token.
+pub const NO_GRANT: TokenTag = u32::MAX;
 
 /// The SHA-1 digest of a token: the table's key, and what the log names.
 pub type TokenDigest = [u8; 20];
@@ -75,28 +84,36 @@ impl Table {
         found.copied()
     }
 
-    fn get_key_value(&self, digest: &TokenDigest) -> Option<(&TokenDigest, &Grant)> {
-        let (d, g) = &self.slots[self.slot(digest)? as usize];
-        Some((d, g))
+    fn get_key_value(&self, digest: &TokenDigest) -> Option<(u32, &TokenDigest, &Grant)> {
+        let slot = self.slot(digest)?;
+        let (d, g) = &self.slots[slot as usize];
+        Some((slot, d, g))
     }
 
     fn get(&self, digest: &TokenDigest) -> Option<&Grant> {
-        self.get_key_value(digest).map(|(_, g)| g)
+        self.get_key_value(digest).map(|(_, _, g)| g)
     }
 
-    fn insert(&mut self, digest: TokenDigest, grant: Grant) {
+    /// Add or replace the grant of `digest`; returns its slot (a replaced
+    /// grant keeps the one it had).
+    fn insert(&mut self, digest: TokenDigest, grant: Grant) -> u32 {
         if let Some(i) = self.slot(&digest) {
             self.slots[i as usize].1 = grant;
-            return;
+            return i;
         }
         let hash = self.hasher.hash_one(digest);
-        let i = u32::try_from(self.slots.insert((digest, grant))).expect("fewer than 4G tokens");
+        let i = u32::try_from(self.slots.insert((digest, grant)))
+            .ok()
+            .filter(|&i| i != NO_GRANT)
+            .expect("fewer than 4G tokens");
         let (slots, hasher) = (&self.slots, &self.hasher);
         let rehash = |&j: &u32| hasher.hash_one(slots[j as usize].0);
         self.index.insert_unique(hash, i, rehash);
+        i
     }
 
-    fn remove(&mut self, digest: &TokenDigest) -> Option<Grant> {
+    /// Remove the grant of `digest`; returns the slot it had.
+    fn remove(&mut self, digest: &TokenDigest) -> Option<u32> {
         let hash = self.hasher.hash_one(digest);
         let slots = &self.slots;
         let entry = self
@@ -104,14 +121,15 @@ impl Table {
             .find_entry(hash, |&i| slots[i as usize].0 == *digest)
             .ok()?;
         let (i, _) = entry.remove();
-        Some(self.slots.remove(i as usize).1)
+        self.slots.remove(i as usize);
+        Some(i)
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&TokenDigest, &Grant) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(u32, &TokenDigest, &Grant) -> bool) {
         let doomed: Vec<TokenDigest> = self
             .slots
             .iter()
-            .filter(|(_, (d, g))| !keep(d, g))
+            .filter(|&(i, (d, g))| !keep(i as u32, d, g))
             .map(|(_, (d, _))| *d)
             .collect();
         for digest in &doomed {
@@ -119,8 +137,8 @@ impl Table {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&TokenDigest, &Grant)> {
-        self.slots.iter().map(|(_, (d, g))| (d, g))
+    fn iter(&self) -> impl Iterator<Item = (u32, &TokenDigest, &Grant)> {
+        self.slots.iter().map(|(i, (d, g))| (i as u32, d, g))
     }
 
     fn len(&self) -> usize {
@@ -178,8 +196,8 @@ impl Tokens {
         match self.by_digest.get_key_value(&digest) {
             // The map probe compares digests, which a client cannot steer byte
             // by byte; the final word is a constant-time comparison anyway.
-            Some((stored, e)) if constant_time_eq(stored, &digest) => {
-                Ok((e.user.clone(), tag_of(&digest)))
+            Some((slot, stored, e)) if constant_time_eq(stored, &digest) => {
+                Ok((e.user.clone(), slot))
             }
             _ => Err(UNKNOWN),
         }
@@ -209,9 +227,7 @@ impl Tokens {
 
     /// Forget a token. Returns its tag when it existed.
     pub fn revoke(&mut self, token: &str) -> Option<TokenTag> {
-        let digest = digest(token);
-        let tag = tag_of(&digest);
-        self.by_digest.remove(&digest)?;
+        let tag = self.by_digest.remove(&digest(token))?;
         self.topics.remove(&tag);
         Some(tag)
     }
@@ -250,9 +266,9 @@ impl Tokens {
             .by_digest
             .get(&digest)
             .is_some_and(|g| g.granted_at.is_some())
+            && let Some(tag) = self.by_digest.remove(&digest)
         {
-            self.by_digest.remove(&digest);
-            self.topics.remove(&tag_of(&digest));
+            self.topics.remove(&tag);
         }
     }
 
@@ -267,14 +283,14 @@ impl Tokens {
         }
         let fresh: HashMap<TokenDigest, &String> = map.keys().map(|t| (digest(t), t)).collect();
         let mut changed = Reloaded::default();
-        self.by_digest.retain(|d, e| {
+        self.by_digest.retain(|slot, d, e| {
             let listed = fresh.contains_key(d);
             if e.granted_at.is_some() && listed {
                 changed.replaced.push(*d);
             }
             let keep = e.granted_at.is_some() || listed;
             if !keep {
-                changed.gone.push(tag_of(d));
+                changed.gone.push(slot);
             }
             keep
         });
@@ -292,10 +308,10 @@ impl Tokens {
 
     /// Every token, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
-        self.by_digest.iter().map(|(digest, g)| Entry {
+        self.by_digest.iter().map(|(slot, digest, g)| Entry {
             digest,
             user: &g.user,
-            topics: self.topics_of(tag_of(digest)),
+            topics: self.topics_of(slot),
             granted_at: g.granted_at.map(NonZeroU64::get),
         })
     }
@@ -317,16 +333,15 @@ impl Tokens {
         granted_at: Option<NonZeroU64>,
         topics: Option<Rc<[Box<str>]>>,
     ) {
-        let tag = tag_of(&digest);
-        match topics {
-            Some(list) => self.topics.insert(tag, list),
-            None => self.topics.remove(&tag),
-        };
         let entry = Grant {
             user: Name::from(user),
             granted_at,
         };
-        self.by_digest.insert(digest, entry);
+        let tag = self.by_digest.insert(digest, entry);
+        match topics {
+            Some(list) => self.topics.insert(tag, list),
+            None => self.topics.remove(&tag),
+        };
     }
 }
 
@@ -337,7 +352,9 @@ pub fn fingerprint(token: &str) -> String {
 
 /// [`fingerprint`] from the token's digest.
 pub fn fingerprint_of(digest: &TokenDigest) -> String {
-    format!("{:08x}", tag_of(digest) >> 32)
+    let mut first = [0u8; 4];
+    first.copy_from_slice(&digest[..4]);
+    format!("{:08x}", u32::from_be_bytes(first))
 }
 
 /// The digest as 40 lower-case hex digits (how the log names a token).
@@ -383,12 +400,6 @@ fn check(token: &str, user: &str) -> Result<(), String> {
         return Err(format!("user must be 1 to {MAX_USER_LEN} bytes"));
     }
     Ok(())
-}
-
-fn tag_of(digest: &[u8; 20]) -> TokenTag {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
 }
 
 /// Equality whose running time depends only on the lengths, not on where the
@@ -438,8 +449,9 @@ mod tests {
                 .is_empty()
         );
         t.grant("c", "carol").unwrap();
+        let b = t_tag(&t, "b");
         let changed = t.load(r#"{"a":"alice"}"#, "f").unwrap();
-        assert_eq!(changed.gone, vec![t_tag("b")]);
+        assert_eq!(changed.gone, vec![b]);
         assert!(changed.replaced.is_empty());
         assert!(t.lookup("b").is_err());
         assert!(t.lookup("c").is_ok());
@@ -452,11 +464,15 @@ mod tests {
         let mut t = Tokens::default();
         let list: Rc<[Box<str>]> = Rc::from(vec![Box::from("a/*")]);
         t.grant_with("x", "xavier", Some(list), 5).unwrap();
-        assert_eq!(t.topics_of(t_tag("x")).map(<[_]>::len), Some(1));
+        assert_eq!(t.topics_of(t_tag(&t, "x")).map(<[_]>::len), Some(1));
         let changed = t.load(r#"{"x":"xena"}"#, "f").unwrap();
         assert_eq!(changed.replaced, vec![digest("x")]);
         assert_eq!(&*t.lookup("x").unwrap().0, "xena");
-        assert_eq!(t.topics_of(t_tag("x")), None, "a file token has no list");
+        assert_eq!(
+            t.topics_of(t_tag(&t, "x")),
+            None,
+            "a file token has no list"
+        );
         // Replay cannot bring the grant back over the file token, nor
         // revoke the file token.
         assert!(!t.restore(&hex(&digest("x")), "xavier", None, 5));
@@ -480,8 +496,33 @@ mod tests {
         assert!(t.is_empty());
     }
 
-    fn t_tag(token: &str) -> TokenTag {
-        tag_of(&digest(token))
+    fn t_tag(t: &Tokens, token: &str) -> TokenTag {
+        t.lookup(token).unwrap().1
+    }
+
+    #[test]
+    fn tags_are_distinct_kept_by_a_replaced_grant_and_reused_only_once_free() {
+        let mut t = Tokens::default();
+        let list: Rc<[Box<str>]> = Rc::from(vec![Box::from("a/*")]);
+        t.grant_with("p", "pat", Some(list), 1).unwrap();
+        t.grant("q", "quinn").unwrap();
+        let (p, q) = (t_tag(&t, "p"), t_tag(&t, "q"));
+        assert_ne!(p, q);
+        assert_ne!(p, NO_GRANT);
+        // Granting again replaces the grant in place: same tag, new list.
+        t.grant("p", "pat").unwrap();
+        assert_eq!(t_tag(&t, "p"), p);
+        assert_eq!(t.topics_of(p), None);
+        // A revoked grant's tag goes to the next new grant, and nothing of
+        // the old one (its topic list) comes with it.
+        let list: Rc<[Box<str>]> = Rc::from(vec![Box::from("b/*")]);
+        t.grant_with("q", "quinn", Some(list), 2).unwrap();
+        assert_eq!(t.revoke("q"), Some(q));
+        assert_eq!(t.topics_of(q), None);
+        t.grant("r", "rae").unwrap();
+        assert_eq!(t_tag(&t, "r"), q);
+        assert_eq!(t.topics_of(q), None);
+        assert_eq!(&*t.lookup("p").unwrap().0, "pat");
     }
 
     #[test]

@@ -240,6 +240,35 @@ fn a_token_may_follow_only_the_topics_it_allows() {
 }
 
 #[test]
+fn a_revoked_grants_tag_goes_to_a_new_grant_only_after_its_connections_closed() {
+    let mut h = hub(&[]);
+    let mut out = Rec::default();
+    grant(&mut h, &mut out, "a", Some(json!(["news"])));
+    let a = connect(&mut h, &mut out, 1, "a", None);
+    let reply = request(&mut h, &mut out, 0, json!({"op": "revoke", "token": "t-a"}));
+    assert_eq!(reply["closed"], 1);
+    assert!(h.sessions.get(a).is_none(), "closed in the same job");
+    // The new grant takes the freed slot: neither its list nor a revoke of
+    // it reaches anything of the old one.
+    grant(&mut h, &mut out, "b", Some(json!(["sport"])));
+    let b = connect(&mut h, &mut out, 2, "b", None);
+    assert_eq!(
+        h.sessions.get(b).unwrap().token,
+        h.tokens.lookup("t-b").unwrap().1
+    );
+    assert_eq!(topic(&mut h, &mut out, b, "subscribe", "sport")["ok"], true);
+    assert_eq!(
+        topic(&mut h, &mut out, b, "subscribe", "news")["error"],
+        "topic not allowed"
+    );
+    grant(&mut h, &mut out, "c", None);
+    let c = connect(&mut h, &mut out, 3, "c", None);
+    let reply = request(&mut h, &mut out, 0, json!({"op": "revoke", "token": "t-b"}));
+    assert_eq!(reply["closed"], 1);
+    assert!(h.sessions.get(b).is_none() && h.sessions.get(c).is_some());
+}
+
+#[test]
 fn topics_default_none_allows_tokens_without_a_list_nothing() {
     let mut h = hub_with(
         Config {
