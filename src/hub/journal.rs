@@ -91,9 +91,10 @@ pub enum LogRecord<'a> {
         id: Cow<'a, str>,
     },
     /// A token granted over the control socket (latest wins). The token
-    /// itself is never written: only its SHA-1 digest.
+    /// itself is never written: only the first 128 bits of its SHA-1 digest.
     Grant {
-        /// The token's digest, 40 hex digits.
+        /// The token's key, 32 hex digits (40 in logs from before the key
+        /// was shortened: the whole SHA-1, of which the first 32 count).
         #[serde(borrow)]
         digest: Cow<'a, str>,
         /// The user it authenticates.
@@ -107,7 +108,8 @@ pub enum LogRecord<'a> {
     },
     /// A granted token was revoked (or the tokens file took it over).
     Revoke {
-        /// The token's digest, 40 hex digits.
+        /// The token's key, 32 hex digits (40 in logs from before the key
+        /// was shortened: the whole SHA-1, of which the first 32 count).
         #[serde(borrow)]
         digest: Cow<'a, str>,
     },

@@ -2,8 +2,8 @@
 //! and which topics it may follow.
 //!
 //! Tokens come from the `--tokens` file (re-read on SIGHUP) and from
-//! `grant`/`revoke` on the control socket. The table is keyed by the SHA-1
-//! digest of the token (the token itself is not stored), so the hash-map
+//! `grant`/`revoke` on the control socket. The table is keyed by the first
+//! 128 bits of the token's SHA-1 digest (the token itself is not stored), so the hash-map
 //! probe depends only on a digest the client cannot steer byte by byte; the
 //! digests are then compared in constant time. Logs name a token only by its
 //! [`fingerprint`], never in full.
@@ -50,11 +50,17 @@ pub type TokenTag = u32;
 /// A tag no grant has: connections admitted by a signed token.
 pub const NO_GRANT: TokenTag = u32::MAX;
 
-/// The SHA-1 digest of a token: the table's key, and what the log names.
-pub type TokenDigest = [u8; 20];
+/// The first 128 bits of a token's SHA-1 digest: the table's key, and what
+/// the log names. Sixteen bytes are as safe a key as twenty (finding a
+/// token for a given key, or two tokens with one key, is still out of
+/// reach) and keep a grant's entry at 40 bytes instead of 48.
+pub type TokenDigest = [u8; DIGEST_LEN];
+
+/// Bytes of [`TokenDigest`].
+const DIGEST_LEN: usize = 16;
 
 /// What a token grants. The token itself is not kept: the table's key is
-/// its SHA-1 digest, which is all a lookup needs (and saves a copy of every
+/// its digest, which is all a lookup needs (and saves a copy of every
 /// token: tens of bytes each, which count in the per-connection budget when
 /// every client has its own token).
 #[derive(Debug)]
@@ -357,25 +363,30 @@ pub fn fingerprint_of(digest: &TokenDigest) -> String {
     format!("{:08x}", u32::from_be_bytes(first))
 }
 
-/// The digest as 40 lower-case hex digits (how the log names a token).
+/// The digest as 32 lower-case hex digits (how the log names a token).
 pub fn hex(digest: &TokenDigest) -> String {
-    let mut s = String::with_capacity(40);
+    let mut s = String::with_capacity(2 * DIGEST_LEN);
     for b in digest {
         let _ = write!(s, "{b:02x}");
     }
     s
 }
 
-/// The SHA-1 digest of a token.
+/// The key of a token: the first 16 bytes of its SHA-1 digest.
 pub fn digest(token: &str) -> TokenDigest {
-    Sha1::digest(token.as_bytes()).into()
+    let full: [u8; 20] = Sha1::digest(token.as_bytes()).into();
+    let mut key = [0u8; DIGEST_LEN];
+    key.copy_from_slice(&full[..DIGEST_LEN]);
+    key
 }
 
+/// A logged digest: 32 hex digits, or the whole SHA-1 (40) that logs
+/// written before the key was shortened hold, of which the first 32 count.
 fn unhex(text: &str) -> Option<TokenDigest> {
-    if text.len() != 40 || !text.is_ascii() {
+    if (text.len() != 2 * DIGEST_LEN && text.len() != 40) || !text.is_ascii() {
         return None;
     }
-    let mut digest = [0u8; 20];
+    let mut digest = [0u8; DIGEST_LEN];
     for (i, byte) in digest.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
     }
@@ -484,8 +495,12 @@ mod tests {
     fn replay_restores_and_forgets_grants_by_digest() {
         let mut t = Tokens::default();
         let hex_y = hex(&digest("y"));
-        assert_eq!(hex_y.len(), 40);
+        assert_eq!(hex_y.len(), 32);
         assert_eq!(unhex(&hex_y), Some(digest("y")));
+        // A log from before the key was shortened names the whole SHA-1.
+        let sha1_y = "95cb0bfd2977c761298d9624e4b4d4c72a39974a";
+        assert_eq!(unhex(sha1_y), Some(digest("y")));
+        assert_eq!(unhex(&sha1_y[..36]), None);
         assert!(t.restore(&hex_y, "yves", None, 42));
         assert!(!t.restore("not hex", "yves", None, 42));
         let entry = t.entries().next().unwrap();
@@ -543,7 +558,7 @@ mod tests {
             Vacant(usize),
             Occupied(T),
         }
-        assert_eq!(std::mem::size_of::<SlabEntry<(TokenDigest, Grant)>>(), 48);
+        assert_eq!(std::mem::size_of::<SlabEntry<(TokenDigest, Grant)>>(), 40);
     }
 
     #[test]
