@@ -420,3 +420,47 @@ fn token_grant_cli_takes_topic_patterns() {
     let r = topic_command(&mut ws, "subscribe", "other");
     assert_eq!(r["error"], json!("topic not allowed"), "{r}");
 }
+
+#[test]
+fn a_data_log_naming_tokens_by_their_whole_sha1_is_still_read() {
+    use sha1::{Digest, Sha1};
+    use wspush::hub::LogRecord;
+    use wspush::hub::journal::encode;
+    // Logs written before the key was shortened to 128 bits name a token
+    // by all 40 hex digits of its SHA-1.
+    let sha1 = |token: &str| -> String {
+        Sha1::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let data = tempdir();
+    let mut bytes = Vec::new();
+    for (token, user) in [("old-tok", "olga"), ("old-gone", "olga")] {
+        let record = LogRecord::Grant {
+            digest: sha1(token).into(),
+            user: user.into(),
+            topics: None,
+            at: 1,
+        };
+        encode(&record, &mut bytes);
+    }
+    encode(
+        &LogRecord::Revoke {
+            digest: sha1("old-gone").into(),
+        },
+        &mut bytes,
+    );
+    std::fs::write(data.path().join("wspush.log"), &bytes).unwrap();
+    let mut s = start_durable(data.path(), &[]);
+    let mut ws = s.ws_connect("old-tok");
+    assert_eq!(s.push(&["olga"], json!("kept"))["delivered"], json!(1));
+    assert_eq!(recv_json(&mut ws)["content"], json!("kept"));
+    assert_refused(&s, "old-gone");
+    // The token can be revoked by name, and that, too, survives a restart.
+    let r = s.control(json!({"op":"revoke","token":"old-tok"}));
+    assert_eq!(r["closed"], json!(1), "{r}");
+    s.term();
+    let s = start_durable(data.path(), &[]);
+    assert_refused(&s, "old-tok");
+}
