@@ -16,10 +16,9 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use log::{debug, warn};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::nodes::job_message;
+use super::nodes::{job_message, split};
 use super::{ConnId, Deadline, Hub, Origin, Out};
 use crate::proto::control::{self, Message};
 
@@ -30,41 +29,6 @@ pub const MAX_WAITING: usize = 65_536;
 pub const RELAY_TIMEOUT_MS: u64 = 5_000;
 /// What a job is told while the link is down.
 pub const LINK_DOWN: &str = "redis link down";
-
-/// The header Redis's function puts before the job on the channel.
-#[derive(Debug, Deserialize)]
-pub(super) struct Header {
-    pub(super) seq: u64,
-    pub(super) ts: u64,
-    #[serde(default)]
-    node: String,
-    #[serde(default, rename = "ref")]
-    reference: u64,
-    #[serde(default)]
-    id: Option<String>,
-    /// With the shared mailbox: the users it was held for (offline on
-    /// every live node when Redis ran the function).
-    #[serde(default)]
-    pub(super) held: Vec<String>,
-}
-
-impl Header {
-    /// The message id every node gives it.
-    pub(super) fn message_id(&self) -> Rc<str> {
-        match &self.id {
-            Some(id) => id.as_str().into(),
-            None => format!("R-{}", self.seq).into(),
-        }
-    }
-}
-
-/// A channel payload's header and job, or `None` if it has no header (a
-/// plain `PUBLISH`).
-pub(super) fn split(payload: &[u8]) -> Option<(Header, &[u8])> {
-    let at = payload.iter().position(|&b| b == b'\n')?;
-    let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
-    Some((header, &payload[at + 1..]))
-}
 
 /// A request answered by a mailbox function rather than by a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! A cluster node's view of the others, plain `PUBLISH`ed jobs, and the
-//! link's counters (docs/cluster.md).
+//! A cluster node's view of the others, the channel's payload (a header
+//! line Redis's function writes, then the job), plain `PUBLISH`ed jobs,
+//! and the link's counters (docs/cluster.md).
 //!
 //! Every node renews a lease in Redis with each probe and learns which
 //! nodes are alive; the one whose id sorts first is the *leader*. A job
@@ -10,7 +11,10 @@
 //! or a dead node's lease runs out, at most 15 s) such a job may be
 //! relayed twice or not at all; the function is the way with guarantees.
 
+use std::rc::Rc;
+
 use log::{debug, info};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::cluster::Cluster;
@@ -18,6 +22,41 @@ use super::stats::{StatRow, counter, gauge};
 use super::topics::valid_topic;
 use super::{Hub, Out};
 use crate::proto::control::Message;
+
+/// The header Redis's function puts before the job on the channel.
+#[derive(Debug, Deserialize)]
+pub(super) struct Header {
+    pub(super) seq: u64,
+    pub(super) ts: u64,
+    #[serde(default)]
+    pub(super) node: String,
+    #[serde(default, rename = "ref")]
+    pub(super) reference: u64,
+    #[serde(default)]
+    id: Option<String>,
+    /// With the shared mailbox: the users it was held for (offline on
+    /// every live node when Redis ran the function).
+    #[serde(default)]
+    pub(super) held: Vec<String>,
+}
+
+impl Header {
+    /// The message id every node gives it.
+    pub(super) fn message_id(&self) -> Rc<str> {
+        match &self.id {
+            Some(id) => id.as_str().into(),
+            None => format!("R-{}", self.seq).into(),
+        }
+    }
+}
+
+/// A channel payload's header and job, or `None` if it has no header (a
+/// plain `PUBLISH`).
+pub(super) fn split(payload: &[u8]) -> Option<(Header, &[u8])> {
+    let at = payload.iter().position(|&b| b == b'\n')?;
+    let header: Header = serde_json::from_slice(&payload[..at]).ok()?;
+    Some((header, &payload[at + 1..]))
+}
 
 impl Hub {
     /// The lease renewal's news: how many nodes are alive, and whether

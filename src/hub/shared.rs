@@ -20,8 +20,9 @@ use std::rc::Rc;
 use log::{debug, warn};
 use serde_json::{Value, json};
 
-use super::cluster::{Query, RELAY_TIMEOUT_MS, split};
+use super::cluster::{Query, RELAY_TIMEOUT_MS};
 use super::nodes::job_message;
+use super::nodes::split;
 use super::{Call, ConnId, Hub, Origin, Out};
 use crate::proto::control::{self, Message};
 use crate::proto::frame;
