@@ -21,8 +21,7 @@ use log::{debug, warn};
 use serde_json::{Value, json};
 
 use super::cluster::{Query, RELAY_TIMEOUT_MS};
-use super::nodes::job_message;
-use super::nodes::split;
+use super::nodes::{job_message, split};
 use super::{Call, ConnId, Hub, Origin, Out};
 use crate::proto::control::{self, Message};
 use crate::proto::frame;
