@@ -31,6 +31,15 @@ fn points(v: &Value) -> &[Value] {
     v["points"].as_array().map_or(&[], |p| p.as_slice())
 }
 
+/// The whole-number field `key` of every point of a `wspush-load` result.
+fn each(v: &Value, key: &str) -> Vec<u64> {
+    points(v).iter().filter_map(|p| p[key].as_u64()).collect()
+}
+
+fn positive(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| x > 0.0)
+}
+
 /// A folder of links to the binaries this build made, for `--prebuilt`.
 fn prebuilt(dir: &Path) -> PathBuf {
     let load = Path::new(env!("CARGO_BIN_EXE_wspush-load"));
@@ -112,11 +121,11 @@ fn the_comparison_runs_wspush_and_the_floor_and_fills_its_table() {
         );
 
         let idle = read_json(&at.join("idle.json"));
-        let steps: Vec<u64> = points(&idle)
-            .iter()
-            .filter_map(|p| p["conns"].as_u64())
-            .collect();
-        assert_eq!(steps, [4, 8, 12, 16], "{name}: idle steps: {idle}");
+        assert_eq!(
+            each(&idle, "conns"),
+            [4, 8, 12, 16],
+            "{name}: idle steps: {idle}"
+        );
         assert!(
             idle["rss_slope_bytes_per_conn"]
                 .as_f64()
@@ -125,12 +134,7 @@ fn the_comparison_runs_wspush_and_the_floor_and_fills_its_table() {
         );
 
         let churn = read_json(&at.join("churn.json"));
-        assert!(
-            churn["churn"]["per_second"]
-                .as_f64()
-                .is_some_and(|v| v > 0.0),
-            "{name}: {churn}"
-        );
+        assert!(positive(&churn["churn"]["per_second"]), "{name}: {churn}");
 
         let fanout = read_json(&at.join("fanout.json"));
         let last = points(&fanout)
@@ -138,18 +142,16 @@ fn the_comparison_runs_wspush_and_the_floor_and_fills_its_table() {
             .unwrap_or_else(|| panic!("{name}: no fan-out: {fanout}"));
         assert_eq!(last["conns"], 16, "{name}: {last}");
         assert!(
-            last["last_delivery_ms"]["median"]
-                .as_f64()
-                .is_some_and(|v| v > 0.0),
+            positive(&last["last_delivery_ms"]["median"]),
             "{name}: {last}"
         );
 
         let burst = read_json(&at.join("burst.json"));
-        let windows: Vec<u64> = points(&burst)
-            .iter()
-            .filter_map(|p| p["window"].as_u64())
-            .collect();
-        assert_eq!(windows, [1, 8, 64], "{name}: burst windows: {burst}");
+        assert_eq!(
+            each(&burst, "window"),
+            [1, 8, 64],
+            "{name}: burst windows: {burst}"
+        );
         for p in points(&fanout).iter().chain(points(&burst)) {
             assert_eq!(
                 (&p["lost"], &p["dups"]),
@@ -158,12 +160,7 @@ fn the_comparison_runs_wspush_and_the_floor_and_fills_its_table() {
             );
         }
         for p in points(&burst) {
-            assert!(
-                p["burst_msgs_per_s"]["median"]
-                    .as_f64()
-                    .is_some_and(|v| v > 0.0),
-                "{name}: {p}"
-            );
+            assert!(positive(&p["burst_msgs_per_s"]["median"]), "{name}: {p}");
         }
     }
 
